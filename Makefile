@@ -1,0 +1,47 @@
+# Two commands matter: `make test` and `make demo`. Both start from nothing: they create the
+# virtual environments they need, install the project, and start every server they use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+VENV_MIN ?= .venv-min
+# The Airflow versions CI proves: the lowest pyproject.toml admits, and the newest it admits.
+AIRFLOW_NEWEST ?= 3.3.2
+AIRFLOW_LOWEST ?= 3.1.0
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: test test-newest test-lowest lint bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]' "apache-airflow==$(AIRFLOW_NEWEST)"
+	touch $@
+
+$(VENV_MIN)/.installed: pyproject.toml Makefile .ci/constraints-lowest.txt
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	# wtforms + flask-babel: Airflow 3.1 builds provider connection forms with them (3.2+ does not).
+	$(VENV_MIN)/bin/pip install $(PIP_FLAGS) -c .ci/constraints-lowest.txt -e '.[test]' \
+		"apache-airflow==$(AIRFLOW_LOWEST)" wtforms flask-babel
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test-newest: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+test-lowest: $(VENV_MIN)/.installed
+	$(VENV_MIN)/bin/python -m pytest -q
+
+## The whole suite: lint, then every test on the newest and on the lowest Airflow admitted.
+test: lint test-newest test-lowest
+
+## Benchmarks: ratios against baselines measured in the same run.
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache .hypothesis
