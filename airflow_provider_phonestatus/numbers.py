@@ -52,16 +52,12 @@ from phonenumbers.shortnumberinfo import is_valid_short_number_for_region
 __all__ = ["NumberKind", "ParsedNumber", "mask_number", "parse_number"]
 
 
-class NumberKind(str, enum.Enum):
+class NumberKind(enum.StrEnum):
     """What a value is to the API. The values are written to warehouses: never change them."""
 
     MOBILE = "mobile"
     INVALID = "invalid"
     UNSUPPORTED = "unsupported"
-
-    def __str__(self) -> str:
-        # ``f"{kind}"`` must write "mobile", not "NumberKind.MOBILE", on every Python version.
-        return str.__str__(self)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class PhoneStatus(str, enum.Enum):
+class PhoneStatus(enum.StrEnum):
     """Status of one number, as written to the ``phone_status`` column."""
 
     ACTIVE = "active"  #: vendor 1, 正常
@@ -28,9 +28,6 @@ class PhoneStatus(str, enum.Enum):
     UNSUPPORTED = "unsupported"  #: local: a real number the API does not cover; never sent
     REJECTED = "rejected"  #: the API refused this number (e.g. bad format); final, not retried
     FAILED = "failed"  #: no answer after retries; says nothing about the number
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_answer(self) -> bool:
@@ -64,7 +61,7 @@ VENDOR_CODES: Mapping[str, PhoneStatus] = {
 }
 
 
-class Carrier(str, enum.Enum):
+class Carrier(enum.StrEnum):
     """Carrier now serving the number (after any port), as written to ``phone_carrier``."""
 
     CHINA_MOBILE = "china_mobile"  #: 移动
@@ -72,9 +69,6 @@ class Carrier(str, enum.Enum):
     CHINA_TELECOM = "china_telecom"  #: 电信
     CHINA_BROADNET = "china_broadnet"  #: 广电
     UNKNOWN = "unknown"  #: a channel the contract does not list; the raw text is kept
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Vendor ``data.channel`` -> carrier. Also accepts the carriers' full Chinese names.
@@ -91,7 +85,7 @@ VENDOR_CHANNELS: Mapping[str, Carrier] = {
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
