@@ -41,7 +41,7 @@ def test_extras_typed_in_a_form_are_coerced() -> None:
 
 def test_concurrency_is_derived_from_rate_and_timeout() -> None:
     assert PhoneStatusSettings(api_key="k").concurrency == 6  # 1 req/s x 5 s + 1
-    assert PhoneStatusSettings(api_key="k", rate_limit_per_minute=18000).concurrency == 64
+    assert PhoneStatusSettings(api_key="k", rate_limit_per_minute=18000).concurrency == 128
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Benchmarks of airflow-provider-phonestatus: ``python -m bench [--only NAME ...] [--quick]``."""
