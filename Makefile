@@ -6,22 +6,30 @@ VENV ?= .venv
 VENV_MIN ?= .venv-min
 # The Airflow versions CI proves: the lowest pyproject.toml admits, and the newest it admits.
 AIRFLOW_NEWEST ?= 3.3.2
-AIRFLOW_LOWEST ?= 3.1.0
+AIRFLOW_LOWEST ?= 3.1.8
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 .PHONY: test test-newest test-lowest lint bench clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+# mysqlclient (Airflow's MySQL provider, used for the MariaDB tests) compiles against the
+# MariaDB client headers; install them when missing (needs root, as on CI and the dev machines).
+.PHONY: sysdeps
+sysdeps:
+	@pkg-config --exists libmariadb 2>/dev/null || { \
+		echo "installing libmariadb-dev and pkg-config (needed to build mysqlclient)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config; }
+
+$(VENV)/.installed: pyproject.toml Makefile | sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]' "apache-airflow==$(AIRFLOW_NEWEST)"
 	touch $@
 
-$(VENV_MIN)/.installed: pyproject.toml Makefile .ci/constraints-lowest.txt
+$(VENV_MIN)/.installed: pyproject.toml Makefile | sysdeps
 	$(PYTHON) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	# wtforms + flask-babel: Airflow 3.1 builds provider connection forms with them (3.2+ does not).
-	$(VENV_MIN)/bin/pip install $(PIP_FLAGS) -c .ci/constraints-lowest.txt -e '.[test]' \
+	$(VENV_MIN)/bin/pip install $(PIP_FLAGS) -e '.[test]' \
 		"apache-airflow==$(AIRFLOW_LOWEST)" wtforms flask-babel
 	touch $@
 

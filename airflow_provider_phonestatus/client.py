@@ -9,17 +9,15 @@ requests exactly at the plan rate, whatever the concurrency.
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import ssl
 import threading
-from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import httpx
 
-from airflow_provider_phonestatus.exceptions import BatchStopped, VendorUnavailable
+from airflow_provider_phonestatus.exceptions import VendorUnavailable
 from airflow_provider_phonestatus.numbers import mask_number
 from airflow_provider_phonestatus.pacing import Pacer
 from airflow_provider_phonestatus.protocol import Outcome, Verdict, build_body, read_response
@@ -136,78 +134,13 @@ class LookupClient:
             return min(retry_after, s.max_retry_after)
         return random.uniform(0, min(s.backoff_max, s.backoff_base * 2**attempt))  # full jitter
 
-    def run(self, nationals: Collection[str]) -> Iterator[tuple[str, PhoneStatusResult]]:
-        """Look up each distinct national number once, yielding results as they arrive.
-
-        On a batch-stopping answer no new request starts; results already answered are yielded
-        first, then the cause is raised. Closing the iterator early stops the workers.
-        """
-        todo: queue.SimpleQueue[str] = queue.SimpleQueue()
-        for national in dict.fromkeys(nationals):
-            todo.put(national)
-        done: queue.SimpleQueue[tuple[str, PhoneStatusResult] | BaseException | None] = queue.SimpleQueue()
-        stop = threading.Event()
-        with self._streak_lock:
-            self._streak = 0
-        workers = [
-            threading.Thread(target=self._work, args=(todo, done, stop), name=f"phonestatus-{i}", daemon=True)
-            for i in range(max(1, min(self.settings.concurrency, todo.qsize())))
-        ]
-        for worker in workers:
-            worker.start()
-        error: BaseException | None = None
-        running = len(workers)
-        try:
-            while running:
-                item = done.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    error = error or item
-                    stop.set()
-                else:
-                    yield item
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.join()
-        if error is not None:
-            raise error
-
-    def _work(
-        self,
-        todo: queue.SimpleQueue[str],
-        done: queue.SimpleQueue[tuple[str, PhoneStatusResult] | BaseException | None],
-        stop: threading.Event,
-    ) -> None:
-        try:
-            with self.new_http_client() as http:
-                while not stop.is_set():
-                    try:
-                        national = todo.get_nowait()
-                    except queue.Empty:
-                        break
-                    result = self.lookup(http, national, stop)
-                    if result is None:
-                        break
-                    done.put((national, result))
-                    self._count_streak(result, stop)
-        except BatchStopped as exc:
-            stop.set()
-            done.put(exc)
-        except Exception as exc:  # pragma: no cover - surfaced to the caller, never swallowed
-            stop.set()
-            done.put(exc)
-        finally:
-            done.put(None)
-
-    def _count_streak(self, result: PhoneStatusResult, stop: threading.Event) -> None:
-        """Stop when too many numbers in a row got no status: a systematic fault, not bad luck."""
+    def count_streak(self, result: PhoneStatusResult) -> None:
+        """Raise when too many numbers in a row got no status: a systematic fault, not bad luck."""
         limit = self.settings.max_consecutive_failures
         with self._streak_lock:
             self._streak = 0 if result.is_paid else self._streak + 1
-            if limit and self._streak == limit:
-                stop.set()
+            if limit and self._streak >= limit:
+                self._streak = 0
                 raise VendorUnavailable(
                     f"{limit} numbers in a row got no status (last: {result.message}); stopping to "
                     "save quota: check the connection's endpoint and number_field"

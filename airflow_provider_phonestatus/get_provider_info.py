@@ -63,6 +63,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Phone Number Status",
+                "python-modules": ["airflow_provider_phonestatus.operators.phonestatus"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": "Phone Number Status",

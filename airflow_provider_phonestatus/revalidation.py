@@ -65,6 +65,11 @@ class RevalidationPolicy:
             merged[status] = age
         return cls(ages=merged, other=other)
 
+    @classmethod
+    def answered_since(cls) -> RevalidationPolicy:
+        """Every age zero: with ``now`` = the run's start, only answers given since count as fresh."""
+        return cls(ages=dict.fromkeys(DEFAULT_AGES, dt.timedelta(0)), other=dt.timedelta(0))
+
     def age(self, status: str | None) -> dt.timedelta:
         try:
             return self.ages[PhoneStatus(status or "")]

@@ -1,38 +1,76 @@
 """The vendor-API sandbox over real HTTP: truth, envelope, faults, rate limit, ledger, admin, CLI.
 
 Every test goes through the ``phonestatus_sandbox`` fixture (so the pytest plugin is tested too)
-and asserts counts and ledgers, never elapsed time.
+and asserts counts and ledgers, never elapsed time. Tests marked ``@EACH`` run twice, on a
+``SandboxServer`` and on a ``SandboxProcess``: both runners must behave the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from airflow_provider_phonestatus.sandbox import SandboxConfig, SandboxServer
+from airflow_provider_phonestatus.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    SandboxProcess,
+    SandboxServer,
+    SandboxStartError,
+)
+from airflow_provider_phonestatus.sandbox.__main__ import build_parser
 from airflow_provider_phonestatus.sandbox.__main__ import main as cli_main
+from airflow_provider_phonestatus.sandbox.config import cli_args
 from airflow_provider_phonestatus.sandbox.ledger import SlidingWindow, retry_after_header
 from airflow_provider_phonestatus.sandbox.truth import expected, mask
 
 KEY = {"X-API-Key": "sandbox-key"}
 
 
+UNTHROTTLED = SandboxConfig(rate_limit_per_minute=None)
+RUNNERS = {"thread": SandboxServer, "process": SandboxProcess}
+
+
+@pytest.fixture(scope="module")
+def runners() -> Iterator[dict[str, Sandbox]]:
+    """One sandbox of each kind, whatever the session's mode."""
+    with SandboxServer(UNTHROTTLED) as thread, SandboxProcess(UNTHROTTLED) as process:
+        yield {"thread": thread, "process": process}
+
+
 @pytest.fixture
-def sandbox(phonestatus_sandbox: SandboxServer) -> SandboxServer:
-    """The fixture under test, unthrottled unless a test configures a limit."""
-    phonestatus_sandbox.configure(rate_limit_per_minute=None)
-    return phonestatus_sandbox
+def sandbox(request: pytest.FixtureRequest) -> Sandbox:
+    """The fixture under test, unthrottled unless a test configures a limit; with ``@EACH``, the
+    runner of that kind, reset the same way."""
+    kind = getattr(request, "param", None)
+    if kind is None:
+        box: Sandbox = request.getfixturevalue("phonestatus_sandbox")
+        box.configure(rate_limit_per_minute=None)
+        return box
+    return fresh(request.getfixturevalue("runners")[kind])
+
+
+def fresh(box: Sandbox) -> Sandbox:
+    box.configure(**dataclasses.asdict(UNTHROTTLED))
+    box.reset()
+    return box
+
+
+EACH = pytest.mark.parametrize("sandbox", list(RUNNERS), indirect=True)
 
 
 @pytest.fixture
@@ -41,7 +79,7 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def check(client: httpx.Client, sandbox: SandboxServer, number: Any, **kw: Any) -> httpx.Response:
+def check(client: httpx.Client, sandbox: Sandbox, number: Any, **kw: Any) -> httpx.Response:
     headers = kw.pop("headers", KEY)
     return client.post(sandbox.endpoint_url, json={"mobile": number}, headers=headers, **kw)
 
@@ -72,7 +110,7 @@ TRUTH = [
 ]
 
 
-def test_truth_table_and_exact_envelope(sandbox: SandboxServer, client: httpx.Client) -> None:
+def test_truth_table_and_exact_envelope(sandbox: Sandbox, client: httpx.Client) -> None:
     order_numbers = set()
     for number, result, msg, channel, ported in TRUTH:
         response = check(client, sandbox, number)
@@ -104,7 +142,7 @@ def test_truth_table_and_exact_envelope(sandbox: SandboxServer, client: httpx.Cl
     ],
 )
 def test_value_types(
-    sandbox: SandboxServer, client: httpx.Client, value_types: str, number: str, as_int: bool
+    sandbox: Sandbox, client: httpx.Client, value_types: str, number: str, as_int: bool
 ) -> None:
     sandbox.configure(value_types=value_types)
     data = check(client, sandbox, number).json()["data"]
@@ -121,7 +159,7 @@ def test_value_types(
         *["13800138000\n", "１３８００１３８０００", 13800138001, None],
     ],
 )
-def test_bad_number_is_400_and_free(sandbox: SandboxServer, client: httpx.Client, number: Any) -> None:
+def test_bad_number_is_400_and_free(sandbox: Sandbox, client: httpx.Client, number: Any) -> None:
     response = check(client, sandbox, number)
     assert response.status_code == 200
     assert response.json() == {"code": 400, "message": "手机号格式错误"}
@@ -129,7 +167,7 @@ def test_bad_number_is_400_and_free(sandbox: SandboxServer, client: httpx.Client
     assert (ledger["requests"], ledger["rejected"], ledger["billed"]) == (1, 1, 0)
 
 
-def test_body_must_be_json_object_and_post(sandbox: SandboxServer, client: httpx.Client) -> None:
+def test_body_must_be_json_object_and_post(sandbox: Sandbox, client: httpx.Client) -> None:
     url = sandbox.endpoint_url
     not_json = client.post(url, content=b"mobile=13800138001", headers={**KEY, "Content-Type": "text/plain"})
     assert not_json.status_code == 200 and not_json.json()["code"] == 400
@@ -142,7 +180,8 @@ def test_body_must_be_json_object_and_post(sandbox: SandboxServer, client: httpx
     assert (ledger["requests"], ledger["rejected"], ledger["billed"]) == (3, 3, 0)
 
 
-def test_number_field_and_endpoint_are_configurable(sandbox: SandboxServer, client: httpx.Client) -> None:
+@EACH
+def test_number_field_and_endpoint_are_configurable(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.configure(number_field="phone", endpoint="/v2/check")
     assert sandbox.endpoint_url.endswith("/v2/check")
     ok = client.post(sandbox.endpoint_url, json={"phone": "13800138001"}, headers=KEY)
@@ -156,7 +195,7 @@ def test_number_field_and_endpoint_are_configurable(sandbox: SandboxServer, clie
 
 
 @pytest.mark.parametrize(("style", "status"), [("http", 401), ("envelope", 200)])
-def test_bad_key_both_styles(sandbox: SandboxServer, client: httpx.Client, style: str, status: int) -> None:
+def test_bad_key_both_styles(sandbox: Sandbox, client: httpx.Client, style: str, status: int) -> None:
     sandbox.configure(key_style=style)
     wrong = check(client, sandbox, "13800138001", headers={"X-API-Key": "nope"})
     missing = check(client, sandbox, "13800138001", headers={})
@@ -167,7 +206,8 @@ def test_bad_key_both_styles(sandbox: SandboxServer, client: httpx.Client, style
     assert (ledger["rejected"], ledger["billed"]) == (2, 0)
 
 
-def test_balance_exhaustion_and_refill(sandbox: SandboxServer, client: httpx.Client) -> None:
+@EACH
+def test_balance_exhaustion_and_refill(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.configure(balance=2)
     codes = [check(client, sandbox, "13800138001").json()["code"] for _ in range(4)]
     assert codes == [200, 200, 402, 402]
@@ -200,7 +240,7 @@ FAULTS = [
 
 @pytest.mark.parametrize(("kind", "status", "code"), FAULTS)
 def test_answering_faults(
-    sandbox: SandboxServer, client: httpx.Client, kind: str, status: int, code: int | None
+    sandbox: Sandbox, client: httpx.Client, kind: str, status: int, code: int | None
 ) -> None:
     sandbox.inject(kind)
     response = check(client, sandbox, "13800138001")
@@ -221,7 +261,8 @@ def test_answering_faults(
     assert (ledger["requests"], ledger["faults"], ledger["billed"]) == (2, 1, 1)
 
 
-def test_fault_rules_fifo_count_number_and_overrides(sandbox: SandboxServer, client: httpx.Client) -> None:
+@EACH
+def test_fault_rules_fifo_count_number_and_overrides(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.inject("http_429", retry_after=7)
     sandbox.inject("http_503", count=2, number="13800138005")
     sandbox.inject("html", status=503)
@@ -240,7 +281,7 @@ def test_fault_rules_fifo_count_number_and_overrides(sandbox: SandboxServer, cli
         sandbox.inject("meteor")
 
 
-def test_reset_fault_drops_the_connection(sandbox: SandboxServer, client: httpx.Client) -> None:
+def test_reset_fault_drops_the_connection(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.inject("reset")
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError, httpx.WriteError)):
         check(client, sandbox, "13800138001")
@@ -249,7 +290,7 @@ def test_reset_fault_drops_the_connection(sandbox: SandboxServer, client: httpx.
     assert (ledger["faults"], ledger["billed"]) == (1, 1)
 
 
-def test_timeout_fault_holds_until_the_client_leaves(sandbox: SandboxServer) -> None:
+def test_timeout_fault_holds_until_the_client_leaves(sandbox: Sandbox) -> None:
     sandbox.inject("timeout")
     with httpx.Client(timeout=httpx.Timeout(5, read=0.3)) as short, pytest.raises(httpx.ReadTimeout):
         check(short, sandbox, "13800138001")
@@ -260,7 +301,7 @@ def test_timeout_fault_holds_until_the_client_leaves(sandbox: SandboxServer) -> 
     assert (ledger["in_flight"], ledger["faults"], ledger["billed"]) == (0, 1, 0)
 
 
-def test_timeout_fault_gives_up_after_hold(sandbox: SandboxServer, client: httpx.Client) -> None:
+def test_timeout_fault_gives_up_after_hold(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.configure(timeout_hold_s=0.1)
     sandbox.inject("timeout")
     assert check(client, sandbox, "13800138001").status_code == 504
@@ -270,7 +311,7 @@ def test_timeout_fault_gives_up_after_hold(sandbox: SandboxServer, client: httpx
 
 
 @pytest.mark.parametrize("style", ["http", "envelope"])
-def test_burst_is_throttled(sandbox: SandboxServer, client: httpx.Client, style: str) -> None:
+def test_burst_is_throttled(sandbox: Sandbox, client: httpx.Client, style: str) -> None:
     sandbox.configure(rate_limit_per_minute=600, window_s=1.0, throttle_style=style)
     responses = [check(client, sandbox, f"138001380{i:02d}") for i in range(15)]
     codes = [r.json()["code"] for r in responses]
@@ -286,7 +327,7 @@ def test_burst_is_throttled(sandbox: SandboxServer, client: httpx.Client, style:
     assert ledger["peak_in_window"] == 10
 
 
-def test_client_paced_at_plan_rate_is_never_throttled(sandbox: SandboxServer, client: httpx.Client) -> None:
+def test_client_paced_at_plan_rate_is_never_throttled(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.configure(rate_limit_per_minute=1200, window_s=0.5)  # 10 per half second
     for i in range(25):
         check(client, sandbox, f"138001381{i:02d}")
@@ -314,7 +355,7 @@ def test_sliding_window_arithmetic() -> None:
 # --- ledger, overrides, concurrency -------------------------------------------------------------
 
 
-def test_ledger_by_number_and_concurrency(sandbox: SandboxServer) -> None:
+def test_ledger_by_number_and_concurrency(sandbox: Sandbox) -> None:
     sandbox.configure(latency_ms=400)
 
     async def burst() -> list[int]:
@@ -336,7 +377,8 @@ def test_ledger_by_number_and_concurrency(sandbox: SandboxServer) -> None:
     assert ledger["max_concurrency"] == 6 and ledger["in_flight"] == 0
 
 
-def test_truth_overrides(sandbox: SandboxServer, client: httpx.Client) -> None:
+@EACH
+def test_truth_overrides(sandbox: Sandbox, client: httpx.Client) -> None:
     odd = {"result": "9", "channel": "卫星", "orderNo": "X1", "resultMsg": "?", "transferStatus": "2"}
     sandbox.set_truth("13800138001", odd)
     busy = {"code": 500, "message": "上游通道繁忙", "data": None}
@@ -354,7 +396,8 @@ def test_truth_overrides(sandbox: SandboxServer, client: httpx.Client) -> None:
 # --- admin endpoints, config, fixture, CLI ------------------------------------------------------
 
 
-def test_admin_endpoints(sandbox: SandboxServer, client: httpx.Client) -> None:
+@EACH
+def test_admin_endpoints(sandbox: Sandbox, client: httpx.Client) -> None:
     admin = sandbox.url + "/_sandbox"
     assert client.get(admin + "/health").json()["status"] == "ok"
     config = client.post(admin + "/config", json={"balance": 1, "value_types": "number"}).json()
@@ -392,15 +435,15 @@ def test_config_validation() -> None:
     assert SandboxConfig(window_s=2).window_s == 2.0
 
 
-def test_fixture_gives_a_clean_default_sandbox_a(phonestatus_sandbox: SandboxServer) -> None:
+def test_fixture_gives_a_clean_default_sandbox_a(phonestatus_sandbox: Sandbox) -> None:
     _assert_clean_then_dirty(phonestatus_sandbox)
 
 
-def test_fixture_gives_a_clean_default_sandbox_b(phonestatus_sandbox: SandboxServer) -> None:
+def test_fixture_gives_a_clean_default_sandbox_b(phonestatus_sandbox: Sandbox) -> None:
     _assert_clean_then_dirty(phonestatus_sandbox)
 
 
-def _assert_clean_then_dirty(sandbox: SandboxServer) -> None:
+def _assert_clean_then_dirty(sandbox: Sandbox) -> None:
     assert sandbox.config == SandboxConfig()
     assert sandbox.ledger()["requests"] == 0 and sandbox.ledger()["faults_pending"] == []
     sandbox.configure(api_key="other", balance=0)
@@ -408,7 +451,7 @@ def _assert_clean_then_dirty(sandbox: SandboxServer) -> None:
     httpx.post(sandbox.endpoint_url, json={"mobile": "13800138001"}, headers={"X-API-Key": "other"})
 
 
-def test_connection_json(phonestatus_sandbox: SandboxServer) -> None:
+def test_connection_json(phonestatus_sandbox: Sandbox) -> None:
     conn = json.loads(phonestatus_sandbox.connection_json())
     assert conn == {
         "conn_type": "phonestatus",
@@ -419,10 +462,12 @@ def test_connection_json(phonestatus_sandbox: SandboxServer) -> None:
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", conn["host"])
 
 
-def test_server_lifecycle() -> None:
-    server = SandboxServer(SandboxConfig(api_key="k"))
+@pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())
+def test_server_lifecycle(runner: type[SandboxServer | SandboxProcess]) -> None:
+    server = runner(SandboxConfig(api_key="k"))
     with pytest.raises(RuntimeError):
         _ = server.url
+    assert server.config.api_key == "k"
     url = server.start()
     assert server.start() == url  # idempotent
     assert httpx.get(url + "/_sandbox/health").status_code == 200
@@ -432,12 +477,19 @@ def test_server_lifecycle() -> None:
         httpx.get(url + "/_sandbox/health")
 
 
-def test_access_log_masks_numbers(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="aiohttp.access")
-    with SandboxServer(access_log=True) as server:
+# The in-process server logs to aiohttp's logger; a process's stderr is relayed to its module's logger.
+ACCESS_LOGGERS = {"thread": "aiohttp.access", "process": "airflow_provider_phonestatus.sandbox.process"}
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+def test_access_log_masks_numbers(caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGERS[kind])
+    with RUNNERS[kind](access_log=True) as server:
         httpx.post(server.endpoint_url + "?mobile=13800138001", json={"mobile": "13912345678"}, headers=KEY)
-    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
-    assert lines == ["POST /mobile_status/check?mobile=138****8001 -> 200 in " + lines[0].rsplit(" in ")[1]]
+    logged = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGERS[kind]]
+    lines = [line for line in logged if "/_sandbox/" not in line]  # a process is driven over HTTP
+    assert len(lines) == 1, logged
+    assert re.search(r"(^| )POST /mobile_status/check\?mobile=138\*{4}8001 -> 200 in [\d.]+ ms$", lines[0])
     assert "13800138001" not in caplog.text and "13912345678" not in caplog.text
     assert mask("call 13800138000 or 8613912345678, not 12345678901") == (
         "call 138****8000 or 86139****5678, not 12345678901"
@@ -445,9 +497,14 @@ def test_access_log_masks_numbers(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_plugin_imports_nothing_heavy() -> None:
-    code = "import sys, airflow_provider_phonestatus.sandbox.pytest_plugin; print('aiohttp' in sys.modules)"
+    code = (
+        "import sys, airflow_provider_phonestatus.sandbox.pytest_plugin\n"
+        "print('aiohttp' in sys.modules)\n"
+        "import airflow_provider_phonestatus.sandbox.process\n"
+        "print('aiohttp' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["False", "False"]  # nor does SandboxProcess need aiohttp here
 
 
 def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -478,3 +535,201 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- SandboxProcess and SandboxServer: one API ---------------------------------------------------
+
+
+def _script(box: Sandbox) -> list[Any]:
+    """Every control, then requests that show their effects; orderNo and the URL are masked."""
+    out: list[Any] = [box.configure(balance=3, value_types="number")]
+    out.append(box.inject("http_503", count=2, number="13800138005"))
+    out.append(box.inject("html", status=503))
+    out.append(box.inject("http_429", retry_after=7))
+    box.set_truth("13800138002", {"code": 500, "message": "上游通道繁忙"})
+    box.set_truth("13800138003", {"result": "9", "channel": "卫星"})
+    box.set_truth("13800138003", None)
+    sent = [
+        "13800138001",
+        *["13800138005"] * 3,
+        "13800138002",
+        "13800138003",
+        "13800138009",
+        "138",
+        "13800138001",
+    ]
+    with httpx.Client(timeout=10) as client:
+        for number in sent:
+            r = check(client, box, number)
+            out.append((r.status_code, r.headers.get("Retry-After"), re.sub(r'"orderNo":"\d+"', "", r.text)))
+    out += [
+        box.ledger(),
+        box.connection_json().replace(box.url, "URL"),
+        box.endpoint_url.replace(box.url, ""),
+    ]
+    box.reset()
+    return [*out, box.ledger(), box.config]
+
+
+def test_both_runners_answer_the_same(runners: dict[str, Sandbox]) -> None:
+    thread, process = (_script(fresh(runners[kind])) for kind in ("thread", "process"))
+    assert thread == process
+    assert process[0] == SandboxConfig(rate_limit_per_minute=None, balance=3, value_types="number")
+    assert process[1:4] == [1, 2, 3]
+    assert [status for status, _, _ in process[4:13]] == [503, 503, 503, 429, 200, 200, 200, 200, 200]
+    ledger = process[13]
+    assert (ledger["requests"], ledger["faults"], ledger["billed"], ledger["rejected"]) == (9, 4, 3, 2)
+    assert process[-2]["requests"] == 0 and process[-1].balance == 3
+
+
+BAD_CALLS: dict[str, tuple[Any, str]] = {
+    "choice": (lambda b: b.configure(throttle_style="smoke"), "throttle_style: 'smoke' is not one of"),
+    "range": (lambda b: b.configure(window_s=1.0, grace_s=2.0), "out of range: grace_s=2.0"),
+    "type": (lambda b: b.configure(rate_limit_per_minute="fast"), "not a valid integer or null"),
+    "field": (lambda b: b.configure(no_such=1), "unknown config field"),
+    "kind": (lambda b: b.inject("meteor"), "unknown fault kind 'meteor'"),
+    "count": (lambda b: b.inject("html", count=0), "count must be a positive integer"),
+    "rule key": (lambda b: b.inject("html", colour="red"), "bad fault rule: .*colour"),
+    "truth": (lambda b: b.set_truth("12345", {}), "overrides need a valid 11-digit number"),
+}
+
+
+@pytest.mark.parametrize(("call", "match"), BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_bad_values_raise_the_same_value_error(runners: dict[str, Sandbox], call: Any, match: str) -> None:
+    messages = []
+    for box in runners.values():
+        before = fresh(box).config
+        with pytest.raises(ValueError, match=match) as info:
+            call(box)
+        messages.append(str(info.value))
+        assert box.config == before and box.ledger()["faults_pending"] == []  # nothing applied
+    assert messages[0] == messages[1]
+
+
+def health_pid(url: str) -> int:
+    pid: int = httpx.get(url + "/_sandbox/health").json()["pid"]
+    return pid
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an orphan's zombie is init's to reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_process_stop_reaps_the_child() -> None:
+    box = SandboxProcess()
+    pid = health_pid(box.start())
+    assert pid != os.getpid()
+    box.stop()
+    with pytest.raises(ProcessLookupError):  # gone and reaped: even a zombie would accept signal 0
+        os.kill(pid, 0)
+    box.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        box.ledger()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signals")
+def test_process_stop_kills_a_child_that_ignores_sigterm() -> None:
+    box = SandboxProcess(stop_timeout=0.2)
+    pid = health_pid(box.start())
+    os.kill(pid, signal.SIGSTOP)  # SIGTERM stays pending: only SIGKILL ends it
+    box.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_process_that_dies_is_reported_by_the_next_control() -> None:
+    with SandboxProcess() as box:
+        os.kill(health_pid(box.url), signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"sandbox process exited \(-9\)"):
+            box.ledger()
+
+
+def test_process_dies_with_its_parent() -> None:
+    code = (
+        "import os, httpx\n"
+        "from airflow_provider_phonestatus.sandbox import SandboxProcess\n"
+        "url = SandboxProcess().start()\n"
+        "print(httpx.get(url + '/_sandbox/health').json()['pid'], flush=True)\n"
+        "os._exit(0)  # no stop(), no atexit: as if the test run were killed\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    pid = int(out.stdout)
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())
+def test_start_on_a_taken_port_fails_clearly(runner: type[SandboxServer | SandboxProcess]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        box = runner(port=port)
+        with pytest.raises(OSError, match=r"(?i)address already in use") as info:
+            box.start()
+    with pytest.raises(RuntimeError):
+        _ = box.url
+    if runner is SandboxProcess:
+        assert isinstance(info.value, SandboxStartError)
+        message = str(info.value)
+        assert "did not start: it exited with status 1" in message
+        assert f"--port={port}" in message and f"cannot listen on 127.0.0.1:{port}" in message
+
+
+def test_process_start_timeout_is_reported() -> None:
+    box = SandboxProcess(start_timeout=0.001)
+    with pytest.raises(SandboxStartError, match=r"did not start: no URL printed within 0\.001 s"):
+        box.start()
+    with pytest.raises(RuntimeError):
+        _ = box.url
+
+
+def test_cli_args_reproduce_the_config() -> None:
+    config = SandboxConfig(
+        api_key="-k 密钥",
+        rate_limit_per_minute=None,
+        window_s=0.1,
+        grace_s=0.05,
+        throttle_style="envelope",
+        balance=0,
+        latency_ms=1e-3,
+        number_field="phone",
+        endpoint="/v2/check",
+        value_types="mixed",
+    )
+    args = build_parser().parse_args(cli_args(config))
+    assert SandboxConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config)}) == config
+    with SandboxProcess(config) as box:
+        assert box.config == config
+
+
+def test_session_sandbox_follows_the_mode(
+    phonestatus_sandbox_server: Sandbox, phonestatus_sandbox_mode: str
+) -> None:
+    assert phonestatus_sandbox_mode == (os.environ.get("PHONESTATUS_SANDBOX_MODE") or "process")
+    assert type(phonestatus_sandbox_server) is RUNNERS[phonestatus_sandbox_mode]
+
+
+def test_a_conftest_chooses_the_mode(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n\n\n@pytest.fixture(scope='session')\n"
+        "def phonestatus_sandbox_mode():\n    return 'thread'\n"
+    )
+    (tmp_path / "test_mode.py").write_text(
+        "def test_mode(phonestatus_sandbox):\n"
+        "    assert type(phonestatus_sandbox).__name__ == 'SandboxServer'\n"
+    )
+    env = {**os.environ, "PHONESTATUS_SANDBOX_MODE": "process"}  # the fixture override wins
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -15,6 +15,7 @@ from typing import Any, cast
 import httpx
 from airflow.sdk import BaseHook
 
+from airflow_provider_phonestatus.batch import lookup_all
 from airflow_provider_phonestatus.client import LookupClient, LookupStats
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.numbers import parse_number
@@ -96,7 +97,7 @@ class PhoneStatusHook(BaseHook):
                 yield value, PhoneStatusResult.local(PhoneStatus(parsed.kind.value), parsed.reason)
             else:
                 spellings.setdefault(parsed.national, []).append(value)
-        for national, result in self.client.run(spellings.keys()):
+        for national, result in lookup_all(self.client, spellings.keys()):
             for value in spellings[national]:
                 yield value, result
 

@@ -1,6 +1,8 @@
 """``phonestatus-sandbox``: run the vendor-API sandbox as a process, e.g. in a DAG author's CI.
 
 Every ``SandboxConfig`` field is a flag (generated from the dataclass, so they never drift apart).
+The first line printed is ``phonestatus sandbox listening on <url>``; ``SandboxProcess`` (what the
+pytest fixtures run by default) starts this CLI and reads its URL from that line.
 """
 
 from __future__ import annotations
@@ -8,13 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import textwrap
 import threading
 from collections.abc import Sequence
 
-from airflow_provider_phonestatus.sandbox.config import CLI_TYPES, SandboxConfig
+from airflow_provider_phonestatus.sandbox.config import CLI_TYPES, SandboxConfig, cli_flag
 from airflow_provider_phonestatus.sandbox.faults import KINDS
 from airflow_provider_phonestatus.sandbox.server import SandboxServer
 
@@ -27,7 +30,7 @@ truth (predictable answers, see airflow_provider_phonestatus.sandbox.truth):
     (transferStatus "1", channel = next of 移动->联通->电信->广电->移动)
 
 admin endpoints (JSON, no key needed):
-  GET  /_sandbox/health           liveness
+  GET  /_sandbox/health           liveness (status, endpoint, pid)
   GET  /_sandbox/ledger           requests, throttled, faults, rejected, billed, by_number, ...
   POST /_sandbox/reset            clear ledger, faults, rate window, overrides (config kept)
   GET  /_sandbox/config           current config
@@ -61,10 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--access-log", action="store_true", help="log request lines (never bodies, so never numbers)"
     )
+    parser.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="also stop when stdin is closed (SandboxProcess uses it: the sandbox dies with its parent)",
+    )
     defaults = SandboxConfig()
     for f in dataclasses.fields(SandboxConfig):
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
+            cli_flag(f.name),
             dest=f.name,
             type=CLI_TYPES[f.metadata["kind"]],
             default=getattr(defaults, f.name),
@@ -87,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.stop_on_stdin_eof:
+        threading.Thread(target=_stop_on_eof, args=(stop,), name="stdin-eof", daemon=True).start()
     server = SandboxServer(config, host=args.host, port=args.port, access_log=args.access_log)
     try:
         url = server.start()
@@ -110,6 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
     print("phonestatus sandbox stopped", flush=True)
     return 0
+
+
+def _stop_on_eof(stop: threading.Event) -> None:
+    """Read stdin to its end, then stop: its writer (the parent) closed it, or died.
+
+    Reads the file descriptor, not ``sys.stdin``: a daemon thread blocked inside the buffered
+    reader would hold its lock and abort the interpreter's shutdown.
+    """
+    try:
+        while os.read(0, 65536):
+            pass
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

@@ -119,3 +119,22 @@ def int_or_none(text: str) -> int | None:
 
 #: How the CLI parses each value kind (named functions, so argparse errors read well).
 CLI_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int?": int_or_none}
+
+
+def cli_flag(name: str) -> str:
+    """The CLI flag of a config field: ``rate_limit_per_minute`` -> ``--rate-limit-per-minute``."""
+    return "--" + name.replace("_", "-")
+
+
+def cli_args(config: SandboxConfig) -> list[str]:
+    """Flags that make ``phonestatus-sandbox`` serve exactly ``config`` (the inverse of ``CLI_TYPES``).
+
+    One ``--flag=value`` per field, so values starting with "-" are not read as options; floats
+    use ``repr``, which round-trips exactly.
+    """
+    args = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        text = "none" if value is None else repr(value) if isinstance(value, float) else str(value)
+        args.append(f"{cli_flag(f.name)}={text}")
+    return args

@@ -112,8 +112,15 @@ class FaultQueue:
         self._rules: list[FaultRule] = []
 
     def add(self, rules: Iterable[Mapping[str, Any]]) -> int:
-        """Validate and queue rules (all or none); returns how many rules are pending."""
-        parsed = [FaultRule(**dict(r)) for r in rules]
+        """Validate and queue rules (all or none); returns how many rules are pending.
+
+        Every bad rule is a ``ValueError``, an unknown or missing key included, whether the rule
+        comes from ``inject`` or from ``POST /_sandbox/faults``.
+        """
+        try:
+            parsed = [FaultRule(**dict(r)) for r in rules]
+        except TypeError as exc:
+            raise ValueError(f"bad fault rule: {exc}") from None
         with self._lock:
             self._rules.extend(parsed)
             return len(self._rules)

@@ -10,8 +10,8 @@ in-process controls of ``SandboxServer`` and the ``/_sandbox/*`` endpoints call 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 import random
 import threading
 import time
@@ -22,12 +22,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from airflow_provider_phonestatus.sandbox import faults, truth
+from airflow_provider_phonestatus.sandbox.api import ADMIN, SandboxBase, admin_error, fault_rule
 from airflow_provider_phonestatus.sandbox.config import SandboxConfig
 from airflow_provider_phonestatus.sandbox.faults import FaultRule, answer
 from airflow_provider_phonestatus.sandbox.ledger import Ledger, retry_after_header
 from airflow_provider_phonestatus.sandbox.truth import envelope
-
-ADMIN = "/_sandbox"  # prefix of the control endpoints; the vendor endpoint may not live under it
 
 
 class SandboxState:
@@ -147,14 +146,14 @@ def _admin(action: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
             payload = await request.json() if request.method == "POST" and request.can_read_body else None
             result = action(request.app[STATE], payload)
         except (ValueError, TypeError, KeyError) as exc:
-            return answer(400, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            return answer(400, admin_error(exc))
         return answer(200, {"ok": True} if result is None else result)
 
     return handle
 
 
 ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
-    ("GET", "/health", lambda s, _: {"status": "ok", "endpoint": s.config.endpoint}),
+    ("GET", "/health", lambda s, _: {"status": "ok", "endpoint": s.config.endpoint, "pid": os.getpid()}),
     ("GET", "/ledger", lambda s, _: s.snapshot()),
     ("POST", "/reset", lambda s, _: s.reset()),
     ("GET", "/config", lambda s, _: s.config.as_dict()),
@@ -199,11 +198,13 @@ async def start_site(
     return runner, f"http://{shown}:{bound_port}"
 
 
-class SandboxServer:
+class SandboxServer(SandboxBase):
     """The sandbox on a background thread with its own event loop; controls act in-process.
 
     Use it as ``with SandboxServer() as sandbox: httpx.post(sandbox.endpoint_url, ...)``.
     ``access_log=True`` logs request lines, numbers masked, to the ``aiohttp.access`` logger.
+    Its event loop shares the GIL with the caller's threads: under load it timestamps arrivals late
+    and in bursts, so tests of a client's pacing should use ``SandboxProcess`` (same API).
     """
 
     def __init__(
@@ -215,7 +216,7 @@ class SandboxServer:
     ) -> None:
         self.state = SandboxState(config or SandboxConfig())
         self.host, self.port, self.access_log = host, port, access_log
-        self._url: str | None = None
+        self._url = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -263,37 +264,10 @@ class SandboxServer:
             self._thread.join()
         self._loop = self._thread = self._url = None
 
-    def __enter__(self) -> SandboxServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL; the server must be started."""
-        if self._url is None:
-            raise RuntimeError("the sandbox is not running: call start() first")
-        return self._url
-
-    @property
-    def endpoint_url(self) -> str:
-        """Full URL of the status check."""
-        return self.url + self.config.endpoint
-
     @property
     def config(self) -> SandboxConfig:
+        """The config in force (the state outlives ``stop``: a restart serves it again)."""
         return self.state.config
-
-    def connection_json(self) -> str:
-        """An Airflow connection in JSON form, e.g. for ``AIRFLOW_CONN_PHONESTATUS_DEFAULT``."""
-        cfg = self.config
-        extra: dict[str, Any] = {"endpoint": cfg.endpoint, "number_field": cfg.number_field}
-        if cfg.rate_limit_per_minute is not None:
-            extra["rate_limit_per_minute"] = cfg.rate_limit_per_minute
-        conn = {"conn_type": "phonestatus", "host": self.url, "password": cfg.api_key, "extra": extra}
-        return json.dumps(conn, ensure_ascii=False)
 
     # controls (the /_sandbox/* endpoints call the same SandboxState methods)
     def configure(self, **changes: Any) -> SandboxConfig:
@@ -302,7 +276,7 @@ class SandboxServer:
 
     def inject(self, kind: str, count: int | None = 1, number: str | None = None, **kw: Any) -> int:
         """Queue a fault (``retry_after=``, ``status=`` in ``kw``); returns how many rules are pending."""
-        return self.state.inject([{"kind": kind, "count": count, "number": number, **kw}])
+        return self.state.inject([fault_rule(kind, count, number, **kw)])
 
     def set_truth(self, number: str, data: Mapping[str, Any] | None) -> None:
         """Serve ``data`` (or a whole envelope if it has ``code``) for ``number``; ``None`` removes."""

@@ -1,0 +1,166 @@
+"""Lookups fed while they run: numbers go in as due rows are read, answers come out as they arrive.
+
+The operator cannot know its numbers up front (it pages through due rows, and most answers come
+from the results store), so the engine takes submissions while working, with a bounded backlog,
+and can be halted: no new request starts, the requests already in flight finish and their paid
+answers are delivered. :func:`lookup_all` is the same for a known list.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+
+import httpx
+
+from airflow_provider_phonestatus.client import LookupClient
+from airflow_provider_phonestatus.exceptions import BatchStopped
+from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
+
+#: A delivered item: the number and its result, or None when the batch halted before asking.
+Delivery = tuple[str, PhoneStatusResult | None]
+_STOP = ""  # sentinel on the work queue: no more input for this worker
+
+
+class LookupBatch:
+    """Worker threads sharing the client's pacer; use as a context manager."""
+
+    def __init__(self, client: LookupClient, backlog: int | None = None) -> None:
+        self.client = client
+        #: Submissions beyond this many undelivered numbers should wait (see :attr:`has_room`).
+        self.backlog = backlog or 4 * client.settings.concurrency
+        self.error: BaseException | None = None
+        self._todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Delivery | BaseException | None] = queue.SimpleQueue()
+        self._halt = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._running = 0
+        self._outstanding = 0
+        self._closed = False
+
+    def __enter__(self) -> LookupBatch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.halt()
+        self.close()
+        for worker in self._workers:
+            worker.join()
+
+    @property
+    def outstanding(self) -> int:
+        """Numbers submitted and not yet delivered."""
+        return self._outstanding
+
+    @property
+    def has_room(self) -> bool:
+        return self._outstanding < self.backlog and not self._halt.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """Every worker has exited and every delivery has been taken."""
+        return self._closed and self._running == 0 and self._done.empty()
+
+    @property
+    def halted(self) -> bool:
+        return self._halt.is_set()
+
+    def submit(self, national: str) -> None:
+        """Queue one distinct number; the caller guarantees it was not submitted before."""
+        if self._closed:
+            raise RuntimeError("submit after close")
+        self._outstanding += 1
+        self._todo.put(national)
+        if len(self._workers) < min(self.client.settings.concurrency, self._outstanding):
+            worker = threading.Thread(
+                target=self._work, name=f"phonestatus-{len(self._workers)}", daemon=True
+            )
+            self._workers.append(worker)
+            self._running += 1
+            worker.start()
+
+    def close(self) -> None:
+        """No more submissions; workers exit once the queue is empty."""
+        if not self._closed:
+            self._closed = True
+            for _ in self._workers:
+                self._todo.put(_STOP)
+
+    def halt(self) -> None:
+        """Start no new request; requests in flight finish and are delivered."""
+        self._halt.set()
+
+    def results(self, timeout: float | None = None) -> list[Delivery]:
+        """Wait up to ``timeout`` (None: until something happens) and take all that arrived."""
+        items: list[Delivery] = []
+        block = True
+        while True:
+            try:
+                item = self._done.get(block=block, timeout=timeout if block else None)
+            except queue.Empty:
+                return items
+            block = False
+            if item is None:
+                self._running -= 1
+            elif isinstance(item, BaseException):
+                self.error = self.error or item
+                self.halt()
+            else:
+                self._outstanding -= 1
+                items.append(item)
+
+    def _work(self) -> None:
+        """Take numbers until told to stop; once halted, hand each back unasked so none goes missing."""
+        http = None
+        try:
+            http = self.client.new_http_client()
+        except Exception as exc:  # e.g. an unusable proxy URL: every worker would fail the same way
+            self._fail(exc)
+        try:
+            while (national := self._todo.get()) != _STOP:
+                self._done.put((national, self._ask(http, national)))
+        finally:
+            if http is not None:
+                http.close()
+            self._done.put(None)
+
+    def _ask(self, http: httpx.Client | None, national: str) -> PhoneStatusResult | None:
+        if http is None or self._halt.is_set():
+            return None
+        try:
+            result = self.client.lookup(http, national, self._halt)
+        except Exception as exc:  # BatchStopped, or a bug: surfaced to the caller, never swallowed
+            self._fail(exc)
+            return None
+        if result is not None:
+            try:
+                self.client.count_streak(result)
+            except BatchStopped as exc:  # the answer itself is delivered all the same
+                self._fail(exc)
+        return result
+
+    def _fail(self, exc: BaseException) -> None:
+        self._halt.set()
+        self._done.put(exc)
+
+
+def lookup_all(client: LookupClient, nationals: Iterable[str]) -> Iterator[tuple[str, PhoneStatusResult]]:
+    """Look up each distinct national number once, yielding results as they arrive.
+
+    On a batch-stopping answer no new request starts; results already answered are yielded first,
+    then the cause is raised. Closing the iterator early halts the workers.
+    """
+    with LookupBatch(client) as batch:
+        for national in dict.fromkeys(nationals):
+            batch.submit(national)
+        batch.close()
+        while not batch.finished:
+            for national, result in batch.results():
+                if result is not None:
+                    yield national, result
+    if batch.error is not None:
+        raise batch.error

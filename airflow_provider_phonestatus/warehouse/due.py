@@ -1,0 +1,187 @@
+"""Which rows are due for a check, decided in SQL and materialised once per run.
+
+A row is due when it was never checked, when its phone value differs from the value that was
+checked (compared as ``CAST(phone AS VARCHAR)``, NULL-safe, so the comparison means the same
+whatever the column's type), or when its status is older than the policy's age for that status.
+
+The due set is copied server-side, numbered by urgency, into a per-connection TEMPORARY table and
+read back page by page: memory stays flat in table size, each page is one complete query (so the
+one connection is free for writes and commits between pages), and rows written meanwhile do not
+shift the pages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+
+from airflow_provider_phonestatus.revalidation import RevalidationPolicy
+from airflow_provider_phonestatus.warehouse.filters import compile_filter
+from airflow_provider_phonestatus.warehouse.table import (
+    TargetTable,
+    copy_column,
+    drop_temporary,
+    temporary_table,
+)
+
+NEVER_CHECKED, PHONE_CHANGED, EXPIRED = 0, 1, 2
+
+
+def phone_text(target: TargetTable) -> sa.ColumnElement[str]:
+    """The phone value as the database spells it as text: what ``checked_value`` stores."""
+    return sa.cast(target.phone, sa.String)
+
+
+def due_condition(
+    target: TargetTable, policy: RevalidationPolicy, now: dt.datetime, *, ignore_ages: bool = False
+) -> sa.ColumnElement[bool]:
+    """Never checked, or phone changed, or older than its status's age (everything if forced)."""
+    if ignore_ages or target.missing:
+        return sa.true()
+    status, checked_at = target.column("status"), target.column("checked_at")
+    cutoffs = policy.cutoffs(now)
+    expired = [sa.and_(status == value, checked_at < cutoff) for value, cutoff in cutoffs.items()]
+    expired.append(sa.and_(status.not_in(list(cutoffs)), checked_at < policy.other_cutoff(now)))
+    return sa.or_(_never_checked(target), _changed(target), *expired)
+
+
+def urgency(target: TargetTable, policy: RevalidationPolicy, now: dt.datetime) -> sa.ColumnElement[int]:
+    """0 never checked, 1 phone changed, 2 expired (or merely forced by ``ignore_ages``).
+
+    ``policy`` and ``now`` do not move a row between classes today; they are part of the
+    signature so that a finer ordering (e.g. by how long expired) needs no caller change.
+    """
+    if target.missing:
+        return sa.literal(NEVER_CHECKED, sa.Integer)
+    return sa.case(
+        (_never_checked(target), NEVER_CHECKED),
+        (_changed(target), PHONE_CHANGED),
+        else_=EXPIRED,
+    )
+
+
+def _never_checked(target: TargetTable) -> sa.ColumnElement[bool]:
+    return sa.or_(target.column("status").is_(None), target.column("checked_at").is_(None))
+
+
+def _changed(target: TargetTable) -> sa.ColumnElement[bool]:
+    return phone_text(target).is_distinct_from(target.column("checked_value"))
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    """One due row: its key, the phone as stored and as text, its current status, its class."""
+
+    key: tuple[Any, ...]
+    phone: Any
+    phone_text: str | None
+    status: str | None
+    urgency: int
+
+
+class DueList:
+    """The due rows of one run, numbered in a TEMPORARY table on the run's connection."""
+
+    def __init__(self, conn: sa.Connection, table: sa.Table, key_count: int, total: int) -> None:
+        self._conn = conn
+        self._table = table
+        self._key_count = key_count
+        self.total = total  #: number of due rows
+
+    @classmethod
+    def create(
+        cls,
+        conn: sa.Connection,
+        target: TargetTable,
+        policy: RevalidationPolicy,
+        now: dt.datetime,
+        *,
+        row_filter: Any = None,
+        ignore_ages: bool = False,
+    ) -> DueList:
+        """Copy the due rows, ordered by urgency, oldest check (never first), key; commits.
+
+        The commit ends the transaction of the INSERT ... SELECT, which on MariaDB holds shared
+        locks on the rows read and on SQLite a read lock on the database file.
+        """
+        keys = target.keys
+        where = [due_condition(target, policy, now, ignore_ages=ignore_ages)]
+        if (condition := compile_filter(target.table, row_filter)) is not None:
+            where.append(condition)
+        where += [k.is_not(None) for k in keys if k.nullable]  # a NULL key can never be written
+        table = temporary_table(
+            conn,
+            "phonestatus_due",
+            [
+                sa.Column("seq", _SEQ_TYPE, primary_key=True, autoincrement=False),
+                *(copy_column(f"k{i}", k) for i, k in enumerate(keys)),
+                copy_column("phone", target.phone),
+                sa.Column("phone_text", sa.Text),
+                sa.Column("status", sa.Text),
+                sa.Column("urgency", sa.Integer),
+            ],
+        )
+        due = (
+            sa.select(
+                *(k.label(f"k{i}") for i, k in enumerate(keys)),
+                target.phone.label("phone"),
+                phone_text(target).label("phone_text"),
+                target.column("status").label("status"),
+                target.column("checked_at").label("checked_at"),
+                urgency(target, policy, now).label("urgency"),
+            )
+            .where(*where)
+            .subquery("due")
+        )
+        key_cols = [due.c[f"k{i}"] for i in range(len(keys))]
+        never_first = sa.case((due.c.checked_at.is_(None), 0), else_=1)  # NULLs sort differently per dialect
+        order = sa.func.row_number().over(order_by=[due.c.urgency, never_first, due.c.checked_at, *key_cols])
+        numbered = sa.select(order, *key_cols, due.c.phone, due.c.phone_text, due.c.status, due.c.urgency)
+        conn.execute(sa.insert(table).from_select(list(table.c.keys()), numbered))
+        total = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.seq), 0))).scalar_one()
+        conn.commit()
+        return cls(conn, table, len(keys), int(total))
+
+    def pages(self, size: int = 5000) -> Iterator[list[DueRow]]:
+        """Due rows in order, ``size`` at a time; each page is fetched by one whole query."""
+        if size < 1:
+            raise ValueError("page size must be at least 1")
+        t = self._table
+        keys = [t.c[f"k{i}"] for i in range(self._key_count)]
+        columns = (t.c.seq, *keys, t.c.phone, t.c.phone_text, t.c.status, t.c.urgency)
+        last = 0
+        while True:
+            query = sa.select(*columns).where(t.c.seq > last).order_by(t.c.seq).limit(size)
+            rows = self._conn.execute(query).all()
+            if not rows:
+                return
+            n = self._key_count
+            yield [DueRow(tuple(r[1 : n + 1]), r[n + 1], r[n + 2], r[n + 3], r[n + 4]) for r in rows]
+            last = rows[-1][0]
+            if len(rows) < size:
+                return
+
+    def drop(self) -> None:
+        """Drop the temporary table now (it also goes with the connection)."""
+        drop_temporary(self._conn, self._table)
+
+    def __enter__(self) -> DueList:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.drop()
+        except sa.exc.SQLAlchemyError:
+            if exc is None:  # while an error propagates, it matters more than a leftover temp table
+                raise
+
+
+#: SQLite: INTEGER PRIMARY KEY is the rowid itself, no separate index.
+_SEQ_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

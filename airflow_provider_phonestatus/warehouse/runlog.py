@@ -1,0 +1,164 @@
+"""The run log: one row per operator run, so spend and outcome can be audited and compared.
+
+A row is written when a run starts (state ``running``) and completed when it ends, so a run that
+died half-way still shows up. ``previous`` gives the last successful run over the same table, for
+"what changed since last time" summaries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from airflow_provider_phonestatus.revalidation import to_naive_utc
+from airflow_provider_phonestatus.warehouse.store import TIMESTAMP, ensure_table
+from airflow_provider_phonestatus.warehouse.table import split_name
+
+DEFAULT_NAME = "phone_status_runs"
+STATES = ("running", "success", "failed", "dry_run")
+COUNTERS = (
+    "due_rows",
+    "distinct_numbers",
+    "requests_sent",
+    "paid_lookups",
+    "from_store",
+    "local_labels",
+    "throttled",
+    "retries",
+    "failures",
+    "rows_written",
+)
+_ERROR_LENGTH = 255
+
+
+def runs_table(name: str = DEFAULT_NAME) -> sa.Table:
+    """The run log's table definition; ``name`` may be ``schema.table``."""
+    schema, table_name = split_name(name)
+    return sa.Table(
+        table_name,
+        sa.MetaData(),
+        sa.Column("run_uid", sa.String(36), primary_key=True, autoincrement=False),
+        sa.Column("dag_id", sa.String(250), nullable=False),
+        sa.Column("task_id", sa.String(250), nullable=False),
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.Column("map_index", sa.Integer, nullable=False),
+        sa.Column("try_number", sa.Integer, nullable=False),
+        sa.Column("table_name", sa.String(250), nullable=False),
+        sa.Column("started_at", TIMESTAMP, nullable=False),
+        sa.Column("ended_at", TIMESTAMP),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("error", sa.String(_ERROR_LENGTH)),
+        *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in COUNTERS),
+        sa.Column("status_counts", sa.Text),
+        schema=schema,
+    )
+
+
+class RunLog:
+    """Start, finish and read runs. Each call is one statement; the caller commits."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+
+    @classmethod
+    def ensure(cls, conn: sa.Connection, name: str = DEFAULT_NAME) -> RunLog:
+        """The run log ``name``, created (and committed) if missing, checked if it exists."""
+        return cls(ensure_table(conn, runs_table(name)))
+
+    def start(
+        self,
+        conn: sa.Connection,
+        *,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        map_index: int,
+        try_number: int,
+        table_name: str,
+        started_at: dt.datetime,
+    ) -> str:
+        """Record a run as ``running``; return its ``run_uid``."""
+        run_uid = str(uuid.uuid4())
+        values = {
+            "run_uid": run_uid,
+            "dag_id": dag_id,
+            "task_id": task_id,
+            "run_id": run_id,
+            "map_index": map_index,
+            "try_number": try_number,
+            "table_name": table_name,
+            "started_at": to_naive_utc(started_at),
+            "state": "running",
+        }
+        conn.execute(sa.insert(self.table).values(values))
+        return run_uid
+
+    def finish(
+        self,
+        conn: sa.Connection,
+        run_uid: str,
+        *,
+        state: str,
+        ended_at: dt.datetime,
+        counts: Mapping[str, int],
+        status_counts: Mapping[str, int],
+        error: str | None,
+    ) -> None:
+        """Record the outcome; ``counts`` names only :data:`COUNTERS` (others are a bug)."""
+        if state not in STATES or state == "running":
+            raise ValueError(f"unknown final state {state!r}; use one of {STATES[1:]}")
+        if unknown := sorted(set(counts) - set(COUNTERS)):
+            raise ValueError(f"unknown run log counters {unknown}; known: {', '.join(COUNTERS)}")
+        values: dict[str, Any] = {
+            **{name: int(value) for name, value in counts.items()},
+            "state": state,
+            "ended_at": to_naive_utc(ended_at),
+            "status_counts": json.dumps(dict(status_counts), sort_keys=True),
+            "error": None if error is None else error[:_ERROR_LENGTH],
+        }
+        t = self.table
+        conn.execute(sa.update(t).where(t.c.run_uid == run_uid).values(values))
+
+    def previous(
+        self,
+        conn: sa.Connection,
+        *,
+        dag_id: str,
+        task_id: str,
+        table_name: str,
+        before_uid: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The latest successful run of this task over this table, started before ``before_uid``."""
+        t = self.table
+        query = sa.select(t).where(
+            t.c.dag_id == dag_id,
+            t.c.task_id == task_id,
+            t.c.table_name == table_name,
+            t.c.state == "success",
+        )
+        if before_uid is not None:
+            this = sa.select(t.c.started_at).where(t.c.run_uid == before_uid).scalar_subquery()
+            query = query.where(t.c.run_uid != before_uid, t.c.started_at <= this)
+        row = conn.execute(query.order_by(t.c.started_at.desc()).limit(1)).first()
+        return None if row is None else _as_dict(row)
+
+    def runs(self, conn: sa.Connection, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest ``limit`` runs of any task, newest first."""
+        t = self.table
+        rows = conn.execute(sa.select(t).order_by(t.c.started_at.desc()).limit(limit))
+        return [_as_dict(row) for row in rows]
+
+
+def _as_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    """All columns; timestamps as UTC-aware datetimes, ``status_counts`` parsed."""
+    record = dict(row._mapping)
+    for name in ("started_at", "ended_at"):
+        if record[name] is not None:
+            record[name] = record[name].replace(tzinfo=dt.UTC)
+    record["status_counts"] = json.loads(record["status_counts"]) if record["status_counts"] else {}
+    return record

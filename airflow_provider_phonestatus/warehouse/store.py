@@ -1,0 +1,182 @@
+"""The results store: the last answer per national number, shared by every table and every run.
+
+A number that appears in ten tables, or twice in one, is paid for once per revalidation age: the
+operator answers from here first. Only statements about the number itself are kept: vendor
+answers and rejections. Failures say nothing; local labels (``invalid``/``unsupported``) depend on
+how a table spelled the value, not on the number, so they are never shared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
+from airflow_provider_phonestatus.numbers import mask_number
+from airflow_provider_phonestatus.revalidation import RevalidationPolicy, to_naive_utc
+from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
+from airflow_provider_phonestatus.warehouse.table import (
+    bulk_insert,
+    check_type,
+    reflect,
+    split_name,
+    text_lengths,
+)
+
+DEFAULT_NAME = "phone_status_results"
+CHUNK = 1000  #: numbers per lookup query and rows per upsert statement
+
+#: Naive UTC with microseconds everywhere (MariaDB's plain DATETIME drops them).
+TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
+    mysql.DATETIME(fsp=6), "mysql", "mariadb"
+)
+
+
+def results_table(name: str = DEFAULT_NAME) -> sa.Table:
+    """The store's table definition; ``name`` may be ``schema.table``."""
+    schema, table_name = split_name(name)
+    return sa.Table(
+        table_name,
+        sa.MetaData(),
+        sa.Column("national", sa.String(11), primary_key=True, autoincrement=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("vendor_code", sa.String(16)),
+        sa.Column("carrier", sa.String(32)),
+        sa.Column("carrier_raw", sa.String(64)),
+        sa.Column("ported", sa.Boolean),
+        sa.Column("order_no", sa.String(64)),
+        sa.Column("message", sa.String(255)),
+        sa.Column("checked_at", TIMESTAMP, nullable=False),
+        schema=schema,
+    )
+
+
+class ResultStore:
+    """Read fresh answers by national number; upsert new ones. The caller commits."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        self._names = [c.name for c in table.columns]
+        self._lengths = text_lengths(table.columns)
+
+    @classmethod
+    def ensure(cls, conn: sa.Connection, name: str = DEFAULT_NAME) -> ResultStore:
+        """The store ``name``, created (and committed) if missing, checked if it exists."""
+        return cls(ensure_table(conn, results_table(name)))
+
+    def fresh(
+        self,
+        conn: sa.Connection,
+        nationals: Collection[str],
+        policy: RevalidationPolicy,
+        now: dt.datetime,
+    ) -> dict[str, PhoneStatusResult]:
+        """National -> stored answer, for those still within their status's revalidation age."""
+        t = self.table
+        found: dict[str, PhoneStatusResult] = {}
+        for chunk in _chunks(dict.fromkeys(nationals)):
+            if conn.dialect.name == "postgresql":  # one array parameter: no 1,000-parameter statement
+                among = t.c.national == sa.any_(sa.bindparam("nationals", chunk, postgresql.ARRAY(sa.String)))
+            else:
+                among = t.c.national.in_(chunk)
+            for row in conn.execute(sa.select(t).where(among)):
+                if policy.is_fresh(row.status, row.checked_at, now) and (result := _result(row)):
+                    found[row.national] = result
+        return found
+
+    def save(self, conn: sa.Connection, items: Sequence[tuple[str, PhoneStatusResult]]) -> int:
+        """Upsert the storable answers among ``items`` (last one wins); return how many."""
+        records: dict[str, tuple[Any, ...]] = {}
+        for national, result in items:
+            if not result.is_answer or result.status.is_local:
+                continue
+            if not (
+                isinstance(national, str)
+                and len(national) == 11
+                and national.isascii()
+                and national.isdigit()
+            ):
+                raise PhoneStatusConfigError(f"not an 11-digit national number: {mask_number(national)}")
+            records[national] = self._record(national, result)
+        upsert = self._upsert(conn.dialect.name)
+        for chunk in _chunks(records.values()):
+            conn.execute(*bulk_insert(conn, upsert, self._names, chunk))
+        return len(records)
+
+    def _record(self, national: str, result: PhoneStatusResult) -> tuple[Any, ...]:
+        record = result.as_record()
+        record["national"] = national
+        record["checked_at"] = to_naive_utc(result.checked_at)
+        for name, length in self._lengths.items():
+            if isinstance(text := record[name], str) and len(text) > length:
+                record[name] = text[:length]
+        return tuple(record[name] for name in self._names)
+
+    def _upsert(self, dialect: str) -> sa.Insert:
+        """INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE, to be filled by :func:`bulk_insert`."""
+        t = self.table
+        others = [c.name for c in t.columns if not c.primary_key]
+        if dialect in ("postgresql", "sqlite"):
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+            return insert.on_conflict_do_update(
+                index_elements=[t.c.national], set_={c: insert.excluded[c] for c in others}
+            )
+        if dialect in ("mysql", "mariadb"):
+            upsert = mysql.insert(t)
+            return upsert.on_duplicate_key_update({c: upsert.inserted[c] for c in others})
+        raise PhoneStatusConfigError(f"the results store does not support the {dialect!r} dialect")
+
+
+_STORED = {s.value: s for s in PhoneStatus if s.is_answer and not s.is_local}
+_CARRIERS = {c.value: c for c in Carrier}
+
+
+def _result(row: sa.Row[Any]) -> PhoneStatusResult | None:
+    """The stored answer as the hook gave it; None for a row no run of ours would have written."""
+    status = _STORED.get(row.status)
+    if status is None:
+        return None
+    return PhoneStatusResult(
+        status=status,
+        vendor_code=row.vendor_code,
+        carrier=None if row.carrier is None else _CARRIERS.get(row.carrier, Carrier.UNKNOWN),
+        carrier_raw=row.carrier_raw,
+        ported=row.ported,
+        order_no=row.order_no,
+        message=row.message,
+        checked_at=row.checked_at.replace(tzinfo=dt.UTC),
+    )
+
+
+def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
+    """Create one of the provider's own tables (store, run log) if missing (committed), else check it."""
+    name = f"{table.schema}.{table.name}" if table.schema else table.name
+    if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+        try:
+            table.create(conn)
+            conn.commit()
+        except sa.exc.DBAPIError:  # created meanwhile by a parallel task: check that one
+            conn.rollback()
+            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+                raise
+        else:
+            return table
+    existing = reflect(conn, name)
+    problems = [
+        check_type(existing.c[c.name], c.type) if c.name in existing.c else f"column {c.name!r} is missing"
+        for c in table.columns
+    ]
+    if found := [p for p in problems if p]:
+        raise PhoneStatusConfigError(f"table {name!r} exists but does not fit: {'; '.join(found)}")
+    return table
+
+
+def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
+    iterator = iter(values)
+    while chunk := list(itertools.islice(iterator, CHUNK)):
+        yield chunk
