@@ -9,7 +9,7 @@ AIRFLOW_NEWEST ?= 3.3.2
 AIRFLOW_LOWEST ?= 3.1.8
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: test test-newest test-lowest lint bench clean
+.PHONY: demo test test-newest test-lowest lint bench clean services
 
 # mysqlclient (Airflow's MySQL provider, used for the MariaDB tests) compiles against the
 # MariaDB client headers; install them when missing (needs root, as on CI and the dev machines).
@@ -38,18 +38,25 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test-newest: $(VENV)/.installed
+services:
+	@.ci/services
+
+test-newest: $(VENV)/.installed services
 	$(VENV)/bin/python -m pytest -q
 
-test-lowest: $(VENV_MIN)/.installed
+test-lowest: $(VENV_MIN)/.installed services
 	$(VENV_MIN)/bin/python -m pytest -q
 
 ## The whole suite: lint, then every test on the newest and on the lowest Airflow admitted.
 test: lint test-newest test-lowest
+
+## The demo: sandbox + messy SQLite warehouse + the revalidation DAG through real Airflow.
+demo: $(VENV)/.installed
+	$(VENV)/bin/python demo/demo.py
 
 ## Benchmarks: ratios against baselines measured in the same run.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_MIN) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

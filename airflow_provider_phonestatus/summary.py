@@ -9,19 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-#: Counters stored in the run log table, in its column order.
-RUN_LOG_COUNTERS = (
-    "due_rows",
-    "distinct_numbers",
-    "requests_sent",
-    "paid_lookups",
-    "from_store",
-    "local_labels",
-    "throttled",
-    "retries",
-    "failures",
-    "rows_written",
-)
+from airflow_provider_phonestatus.warehouse.runlog import COUNTERS as RUN_LOG_COUNTERS
 
 
 @dataclass

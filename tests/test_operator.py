@@ -29,21 +29,6 @@ from tests.airflow_run import test_dag_file
 from tests.db import Warehouse
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-FAST_EXTRA = {"rate_limit_per_minute": 600000, "max_retries": 2, "backoff_base": 0.01, "backoff_max": 0.05}
-
-
-@pytest.fixture
-def vendor(phonestatus_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
-    """The sandbox with no rate limit, and the default phonestatus connection pointing at it."""
-    phonestatus_sandbox.configure(rate_limit_per_minute=None)
-    conn = {
-        "conn_type": "phonestatus",
-        "host": phonestatus_sandbox.url,
-        "password": phonestatus_sandbox.config.api_key,
-        "extra": {**FAST_EXTRA, "timeout": 2},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_DEFAULT", json.dumps(conn))
-    return phonestatus_sandbox
 
 
 DAG_FILE = """
@@ -325,6 +310,7 @@ def test_a_killed_worker_loses_at_most_one_batch_and_the_rerun_pays_for_nothing_
         wait_for_billed(vendor, proc, at_least=len(distinct) // 3)
         proc.send_signal(getattr(signal, signal_name))
         output, _ = proc.communicate(timeout=60)
+
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,0 +1,86 @@
+"""The streaming lookup engine: submissions while running, halts that lose no paid answer."""
+
+from __future__ import annotations
+
+import time
+
+from airflow_provider_phonestatus.batch import LookupBatch
+from airflow_provider_phonestatus.client import LookupClient
+from airflow_provider_phonestatus.exceptions import BalanceExhausted
+from airflow_provider_phonestatus.progress import Progress, format_seconds
+from airflow_provider_phonestatus.sandbox import SandboxServer
+from airflow_provider_phonestatus.settings import PhoneStatusSettings
+from airflow_provider_phonestatus.vocabulary import PhoneStatus
+
+
+def client_for(sandbox: SandboxServer, **changes: object) -> LookupClient:
+    settings = PhoneStatusSettings(
+        api_key=sandbox.config.api_key,
+        base_url=sandbox.url,
+        rate_limit_per_minute=600_000,
+        timeout=2.0,
+        **changes,
+    )
+    return LookupClient(settings)
+
+
+def numbers(n: int) -> list[str]:
+    return [f"1380000{i:04d}" for i in range(1, n + 1) if str(i)[-1] in "1234"][:n]
+
+
+def drain(batch: LookupBatch) -> dict[str, object]:
+    got: dict[str, object] = {}
+    while not batch.finished:
+        for national, result in batch.results(timeout=0.5):
+            got[national] = result
+    return got
+
+
+def test_halt_delivers_every_submission_and_only_asked_ones_are_answered(
+    phonestatus_sandbox: SandboxServer,
+) -> None:
+    phonestatus_sandbox.configure(rate_limit_per_minute=None, latency_ms=50)
+    batch_numbers = [f"1380000{i:04d}" for i in range(1, 201)]
+    with LookupBatch(client_for(phonestatus_sandbox, max_concurrency=4)) as batch:
+        for national in batch_numbers:
+            batch.submit(national)
+        time.sleep(0.3)
+        batch.halt()
+        batch.close()
+        got = drain(batch)
+    assert set(got) == set(batch_numbers) and batch.outstanding == 0  # nothing goes missing
+    answered = {n for n, r in got.items() if r is not None}
+    ledger = phonestatus_sandbox.ledger()
+    assert 0 < len(answered) < 200
+    assert ledger["billed"] == len(answered)  # every paid answer was delivered, none extra
+
+
+def test_submissions_while_running_and_a_stop_mid_way(phonestatus_sandbox: SandboxServer) -> None:
+    phonestatus_sandbox.configure(rate_limit_per_minute=None, balance=5)
+    batch = LookupBatch(client_for(phonestatus_sandbox, max_concurrency=2))
+    with batch:
+        for national in [f"1390000{i:04d}" for i in range(1, 31)]:
+            batch.submit(national)
+            for _, result in batch.results(timeout=0):
+                assert result is None or result.status is PhoneStatus.ACTIVE or not result.is_answer
+        batch.close()
+        got = drain(batch)
+    assert isinstance(batch.error, BalanceExhausted)
+    assert len(got) == 30
+    assert (
+        sum(1 for r in got.values() if r is not None and r.is_paid)
+        == 5
+        == phonestatus_sandbox.ledger()["billed"]
+    )
+
+
+def test_progress_lines_say_done_total_rate_and_eta() -> None:
+    now = [100.0]
+    progress = Progress(10_000, interval=30.0, clock=lambda: now[0])
+    assert progress.maybe_log(10, 10, 5) is None  # not yet: once per interval
+    now[0] += 60
+    line = progress.maybe_log(2_500, 60, 40)
+    assert line is not None
+    assert "2,500/10,000 due rows done (25%)" in line and "60 lookups paid (1.0/s)" in line
+    assert "ETA 3m 00s" in line and "40 in queue" in line
+    assert format_seconds(3 * 3600 + 125) == "3h 02m" and format_seconds(float("inf")) == "unknown"

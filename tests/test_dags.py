@@ -1,0 +1,640 @@
+"""The example DAGs in ``dags/``: they parse cleanly and fast, and run end to end through real
+Airflow (``dag.test()``) against the vendor sandbox, on SQLite and PostgreSQL.
+
+Expected statuses come from the sandbox's documented truth (``expected_status``), never from the
+code under test; every cost assertion reads the sandbox's ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from airflow_provider_phonestatus.numbers import parse_number
+from airflow_provider_phonestatus.sandbox import SandboxServer
+from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
+from tests.airflow_run import test_dag_file
+from tests.conftest import FAST_RATE as RATE
+from tests.db import Warehouse
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
+REVALIDATION = "phone_status_revalidation"
+MANUAL = "phone_status_manual_check"
+ON_NEW_ROWS = "phone_status_on_new_rows"
+LOAD = "example_customer_load"
+FILES = {
+    REVALIDATION: "phone_status_revalidation.py",
+    MANUAL: "phone_status_manual_check.py",
+    ON_NEW_ROWS: "phone_status_on_new_rows.py",
+    LOAD: "example_customer_load.py",
+}
+PARSE_TIME_SETTINGS = (
+    "PHONESTATUS_TABLES",
+    "PHONESTATUS_WAREHOUSE_CONN_ID",
+    "PHONESTATUS_CONN_ID",
+    "PHONESTATUS_SCHEDULE",
+    "PHONESTATUS_TIMEZONE",
+    "PHONESTATUS_POOL",
+    "PHONESTATUS_MANUAL_MAX_CHECKS",
+)
+
+SQL_WAREHOUSES = pytest.mark.parametrize("warehouse", ["sqlite", "postgres"], indirect=True)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def api_pool(airflow_db: str) -> str:
+    """The pool, created the way the README tells users to."""
+    airflow = Path(sys.executable).parent / "airflow"
+    done = subprocess.run(
+        [
+            str(airflow),
+            "pools",
+            "set",
+            "phonestatus_api",
+            "1",
+            "Phone status API: one key, one task at a time",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return "phonestatus_api"
+
+
+@pytest.fixture
+def dags_folder(monkeypatch: pytest.MonkeyPatch, api_pool: str) -> Iterator[Path]:
+    """The example DAGs copied into Airflow's DAGs folder (``dag.test()`` serialises from there),
+    which is put on ``sys.path`` as Airflow does for a bundle; removed afterwards."""
+    folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    copies = [folder / p.name for p in (*DAGS_DIR.glob("*.py"), DAGS_DIR / ".airflowignore")]
+    for copy in copies:
+        shutil.copy(DAGS_DIR / copy.name, copy)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("phone_status_config", None)
+    try:
+        yield folder
+    finally:
+        for copy in copies:
+            copy.unlink(missing_ok=True)
+        sys.modules.pop("phone_status_config", None)
+
+
+def dag_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A module of ``dags/`` (``phone_status_config`` or a DAG file), imported fresh."""
+    monkeypatch.syspath_prepend(str(DAGS_DIR))
+    sys.modules.pop("phone_status_config", None)
+    if name == "phone_status_config":
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(f"dags_{name}", DAGS_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, wh: Warehouse, table: str, **variables: Any) -> None:
+    """Point the DAGs at ``table`` in this test's warehouse, with side tables of its own."""
+    monkeypatch.setenv(
+        "PHONESTATUS_TABLES", json.dumps({table: {"key_column": "id", "phone_column": "phone"}})
+    )
+    monkeypatch.setenv("PHONESTATUS_WAREHOUSE_CONN_ID", wh.conn_id)
+    wh._tables.extend([(None, f"{table}_store"), (None, f"{table}_runs")])
+    variables = {"results_table": f"{table}_store", "run_log_table": f"{table}_runs", **variables}
+    for name, value in variables.items():
+        set_variable(monkeypatch, name, value)
+
+
+def set_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: Any) -> None:
+    monkeypatch.setenv(f"AIRFLOW_VAR_PHONESTATUS_{name.upper()}", str(value))
+
+
+def run_dag(folder: Path, dag_id: str, **kwargs: Any) -> Any:
+    return test_dag_file(folder / FILES[dag_id], dag_id, **kwargs)
+
+
+# -- database helpers ----------------------------------------------------------------------------
+
+
+def customers(wh: Warehouse, phones: list[Any], **kw: Any) -> str:
+    name = wh.table_name("customers")
+    wh.create_customers(name, rows=[{"id": i, "phone": p} for i, p in enumerate(phones)], **kw)
+    return name
+
+
+def table_rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
+    with wh.engine.connect() as conn:
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+
+
+def set_phones(wh: Warehouse, name: str, phones: dict[int, str]) -> None:
+    with wh.engine.begin() as conn:
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        for key, phone in phones.items():
+            conn.execute(table.update().where(table.c.id == key).values(phone=phone))
+
+
+def run_log(wh: Warehouse, name: str) -> list[dict[str, Any]]:
+    with wh.engine.connect() as conn:
+        table = sa.Table(f"{name}_runs", sa.MetaData(), autoload_with=conn)
+        rows = conn.execute(sa.select(table).order_by(table.c.started_at))
+        return [{**r._mapping, "status_counts": json.loads(r.status_counts or "{}")} for r in rows]
+
+
+def distinct_mobiles(phones: list[Any]) -> set[str]:
+    return {p.national for p in map(parse_number, phones) if p.national}
+
+
+# -- Airflow metadata helpers --------------------------------------------------------------------
+
+
+def task_states(dag_id: str, run_id: str) -> dict[str, str | None]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(TaskInstance.task_id, TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+            )
+        ).all()
+    return {task_id: None if state is None else str(state) for task_id, state in rows}
+
+
+def xcom(dag_id: str, run_id: str, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.execute(
+            sa.select(XComModel.value).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).scalar()
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def rendered_fields(dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.execute(
+            sa.select(RTIF.rendered_fields).where(
+                RTIF.dag_id == dag_id, RTIF.run_id == run_id, RTIF.task_id == task_id
+            )
+        ).scalar()
+    assert value is not None, f"no rendered fields for {task_id}"
+    return dict(value)
+
+
+def asset_events(uri: str, run_id: str) -> int:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return int(
+            session.execute(
+                sa.select(sa.func.count())
+                .select_from(AssetEvent)
+                .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+                .where(AssetModel.uri == uri, AssetEvent.source_run_id == run_id)
+            ).scalar_one()
+        )
+
+
+def queued_for(dag_id: str, uri: str) -> bool:
+    """An asset event is waiting to start a run of ``dag_id`` (the scheduler's queue)."""
+    from airflow.models.asset import AssetDagRunQueue, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return bool(
+            session.execute(
+                sa.select(sa.func.count())
+                .select_from(AssetDagRunQueue)
+                .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
+                .where(AssetDagRunQueue.target_dag_id == dag_id, AssetModel.uri == uri)
+            ).scalar_one()
+        )
+
+
+def unpause(dag_id: str) -> None:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.execute(sa.update(DagModel).where(DagModel.dag_id == dag_id).values(is_paused=False))
+
+
+# -- (a) parsing ---------------------------------------------------------------------------------
+
+
+def dagbag(path: Path) -> Any:
+    try:
+        from airflow.dag_processing.dagbag import DagBag  # Airflow 3.2+
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag  # type: ignore[attr-defined,no-redef,unused-ignore]
+    return DagBag(dag_folder=str(path))
+
+
+def _cron(timetable: Any) -> tuple[str, str]:
+    """(expression, zone name) of a cron trigger timetable, SDK (3.2+) or core (3.1) class."""
+    expression = getattr(timetable, "expression", None) or timetable._expression
+    zone = getattr(timetable, "timezone", None) or timetable._timezone
+    return expression, getattr(zone, "name", str(zone))
+
+
+def test_dagbag_loads_the_example_dags_with_their_properties(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PARSE_TIME_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.syspath_prepend(str(DAGS_DIR))
+    sys.modules.pop("phone_status_config", None)
+    bag = dagbag(DAGS_DIR)
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {REVALIDATION, MANUAL, ON_NEW_ROWS, LOAD}
+
+    nightly = bag.dags[REVALIDATION]
+    assert type(nightly.timetable).__name__ == "CronTriggerTimetable"
+    assert _cron(nightly.timetable) == ("0 2 * * *", "Asia/Shanghai")
+    assert (nightly.catchup, nightly.max_active_runs) == (False, 1)
+    refresh = nightly.get_task("crm__customers.refresh")
+    check = nightly.get_task("crm__customers.check_dead_share")
+    assert refresh.pool == "phonestatus_api" and check.pool != "phonestatus_api"
+    assert refresh.table == "crm.customers" and refresh.conn_id == "warehouse_default"
+    assert refresh.phonestatus_conn_id == "phonestatus_default"
+    assert "phonestatus_budget" in refresh.max_checks and "phonestatus_budget" in refresh.time_budget
+    assert refresh.outlets == []
+    assert [a.uri for a in check.outlets] == ["phonestatus://crm/customers"]
+    assert check.upstream_task_ids == {refresh.task_id}
+
+    manual = bag.dags[MANUAL]
+    assert type(manual.timetable).__name__ == "NullTimetable"  # schedule=None
+    schema = {name: manual.params.get_param(name).schema for name in manual.params}
+    assert set(schema) == {"table", "row_filter", "max_checks", "dry_run", "ignore_revalidation_ages"}
+    assert schema["table"]["enum"] == ["crm.customers"]
+    assert schema["row_filter"]["type"] == "object" and schema["row_filter"]["maxProperties"] == 10
+    assert (schema["max_checks"]["type"], schema["max_checks"]["minimum"]) == ("integer", 0)
+    assert schema["max_checks"]["maximum"] == 10_000
+    assert schema["dry_run"]["type"] == schema["ignore_revalidation_ages"]["type"] == "boolean"
+    assert manual.params["dry_run"] is True  # a trigger without changes only reports
+    assert manual.get_task("check").pool == "phonestatus_api"
+
+    on_new = bag.dags[ON_NEW_ROWS]
+    assert type(on_new.timetable).__name__ == "AssetTriggeredTimetable"
+    assert on_new.timetable.asset_condition.uri == "warehouse://crm/customers"
+    assert (on_new.catchup, on_new.max_active_runs) == (False, 1)
+    (task,) = on_new.tasks
+    assert task.pool == "phonestatus_api"
+    assert set(task.revalidate_after.values()) == {36_500}
+    assert [a.uri for a in task.outlets] == ["phonestatus://crm/customers"]
+
+    (load,) = bag.dags[LOAD].tasks
+    assert [a.uri for a in load.outlets] == ["warehouse://crm/customers"]
+
+
+def test_parse_time_settings_reshape_the_dags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(DAGS_DIR))
+    sys.modules.pop("phone_status_config", None)
+    monkeypatch.setenv("PHONESTATUS_SCHEDULE", "30 1 * * *")
+    monkeypatch.setenv("PHONESTATUS_TIMEZONE", "Asia/Hong_Kong")
+    monkeypatch.setenv("PHONESTATUS_POOL", "other_key")
+    monkeypatch.setenv("PHONESTATUS_MANUAL_MAX_CHECKS", "500")
+    tables = {
+        "crm.customers": {"key_column": "id", "phone_column": "phone"},
+        "leads": {"key_column": ["src", "id"], "phone_column": "mobile", "source_asset": "s3://lake/leads"},
+    }
+    monkeypatch.setenv("PHONESTATUS_TABLES", json.dumps(tables))
+    bag = dagbag(DAGS_DIR)
+    assert bag.import_errors == {}
+    nightly = bag.dags[REVALIDATION]
+    assert _cron(nightly.timetable) == ("30 1 * * *", "Asia/Hong_Kong")
+    assert {t.task_id for t in nightly.tasks} == {
+        "crm__customers.refresh",
+        "crm__customers.check_dead_share",
+        "leads.refresh",
+        "leads.check_dead_share",
+    }
+    assert nightly.get_task("leads.refresh").key_column == ["src", "id"]
+    assert {t.pool for t in nightly.tasks if t.task_id.endswith("refresh")} == {"other_key"}
+    manual = bag.dags[MANUAL]
+    assert manual.params.get_param("table").schema["enum"] == ["crm.customers", "leads"]
+    assert manual.params.get_param("max_checks").schema["maximum"] == 500
+    condition = bag.dags[ON_NEW_ROWS].timetable.asset_condition
+    assert {a.uri for a in condition.objects} == {"warehouse://crm/customers", "s3://lake/leads"}
+
+    # A broken allow-list is an import error that says what is wrong, not a silent default.
+    monkeypatch.setenv("PHONESTATUS_TABLES", json.dumps({"crm.customers; drop table x": {}}))
+    sys.modules.pop("phone_status_config", None)
+    errors = dagbag(DAGS_DIR).import_errors
+    assert len(errors) == 4 and all("PHONESTATUS_TABLES" in e for e in errors.values())
+
+
+PARSE_TIMER = """
+import json, os, sys, time
+import airflow, airflow.sdk  # importing Airflow itself is not what is measured
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+sys.path.insert(0, sys.argv[1])
+for path in sys.argv[2:]:  # each file in a fork of this process: its own imports count
+    read, write = os.pipe()
+    if os.fork() == 0:
+        start = time.perf_counter()
+        bag = DagBag(dag_folder=path)
+        result = {"file": os.path.basename(path), "seconds": time.perf_counter() - start,
+                  "errors": list(bag.import_errors), "dags": list(bag.dags)}
+        os.write(write, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        print(pipe.read(), flush=True)
+    os.wait()
+"""
+
+
+def test_each_dag_file_parses_well_under_a_second_beyond_importing_airflow() -> None:
+    """Each file parsed in a fresh fork of an interpreter that has imported Airflow only."""
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_TIMER, str(DAGS_DIR), *(str(DAGS_DIR / f) for f in FILES.values())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k not in PARSE_TIME_SETTINGS},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["file"] for r in results] == list(FILES.values())
+    assert all(r["errors"] == [] and len(r["dags"]) == 1 for r in results), results
+    times = {r["file"]: round(r["seconds"], 3) for r in results}
+    print("parse seconds beyond importing Airflow:", times)
+    assert all(seconds < 1.0 for seconds in times.values()), times
+
+
+# -- pure parts ----------------------------------------------------------------------------------
+
+
+def test_lookup_budget_fits_the_window_at_the_plan_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dag_module("phone_status_config", monkeypatch)
+    start = dt.datetime(2026, 3, 1, 18, 0, tzinfo=dt.UTC)  # 02:00 in Shanghai
+    assert cfg.lookup_budget(60, 24 * 60, start, start) == {"max_checks": 86_400, "time_budget": 86_400.0}
+    assert cfg.lookup_budget(60, 240, start, start) == {"max_checks": 14_400, "time_budget": 14_400.0}
+    # A task that starts an hour into the window gets the rest of it.
+    later = start + dt.timedelta(hours=1)
+    assert cfg.lookup_budget(60, 240, start, later) == {"max_checks": 10_800, "time_budget": 10_800.0}
+    assert cfg.lookup_budget(60, 240, start, start + dt.timedelta(hours=5)) == {
+        "max_checks": 0,
+        "time_budget": 0.0,
+    }
+
+
+def test_dead_share_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    nightly = dag_module("phone_status_revalidation", monkeypatch)
+    before = {"active": 70, "not_in_service": 10, "suspended": 10, "pending_cancellation": 10, "invalid": 500}
+    same = {"active": 140, "not_in_service": 30, "suspended": 10, "unavailable": 20}  # 20% dead
+    judge = nightly.judge
+    limits = {"warn": 0.1, "fail": 0.25, "min_answers": 100}
+    assert nightly.dead_share(before) == (30, 100)  # local labels are not answers
+    assert judge(same, before, **limits)["verdict"] == "ok"  # 30% -> 20%: a drop is fine
+    assert judge({"active": 60, "not_in_service": 45}, before, **limits)["verdict"] == "warn"  # +12.9 pp
+    assert judge({"active": 40, "suspended": 60}, before, **limits)["verdict"] == "fail"  # +30 pp
+    assert judge({"active": 5, "suspended": 60}, before, **limits)["verdict"] == "too_few"
+    assert judge(same, None, **limits)["verdict"] == "no_baseline"
+    assert judge({"unavailable": 100, "active": 100}, before, **limits)["share"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"table": "crm.secrets"}, "not in the allow-list"),
+        ({"tabel": "crm.customers"}, "unknown settings"),
+        ({"max_checks": True}, "max_checks must be a whole number"),
+        ({"max_checks": 10_001}, "max_checks must be a whole number from 0 to 10000"),
+        ({"max_checks": -1}, "max_checks"),
+        ({"dry_run": "false"}, "dry_run must be true or false"),
+        ({"row_filter": {"phone": {"op": "like", "value": "138%"}}}, "phone column is not allowed"),
+        ({"row_filter": {"region; drop table x": "east"}}, "not a column name"),
+        ({"row_filter": {"region": {"op": "regexp", "value": "."}}}, "unknown operator"),
+        ({"row_filter": {"region": {"op": "in", "value": ["east", None]}}}, "null is not allowed"),
+        ({"row_filter": {"region": {"op": "between", "value": [1]}}}, "exactly 2 values"),
+        ({"row_filter": {"region": {"nested": {"x": 1}}}}, "a condition is"),
+        ({"row_filter": {"region": ["east"]}}, "values must be text"),
+        ({"row_filter": {"region": "x" * 201}}, "at most 200 characters"),
+        ({"row_filter": {f"c{i}": 1 for i in range(11)}}, "at most 10"),
+        ({"row_filter": "region = 'east'"}, "must be a JSON object"),
+    ],
+)
+def test_the_task_checks_every_form_value_again(
+    monkeypatch: pytest.MonkeyPatch, change: dict[str, Any], message: str
+) -> None:
+    for name in PARSE_TIME_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    manual = dag_module("phone_status_manual_check", monkeypatch)
+    cfg = sys.modules["phone_status_config"]
+    params = {"table": "crm.customers", "row_filter": {}, "max_checks": 10, "dry_run": True}
+    params |= {"ignore_revalidation_ages": False, **change}
+    with pytest.raises(manual.RequestError, match=message):
+        manual.check_request(params, cfg.tables(), cfg.manual_max_checks_limit())
+
+
+def test_the_task_resolves_a_valid_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "PHONESTATUS_TABLES",
+        json.dumps(
+            {"crm.customers": {"key_column": "id", "phone_column": "phone", "filter_columns": ["region"]}}
+        ),
+    )
+    manual = dag_module("phone_status_manual_check", monkeypatch)
+    cfg = sys.modules["phone_status_config"]
+    row_filter = {"region": {"op": "in", "value": ["east", "west"]}}
+    params = {"table": "crm.customers", "row_filter": row_filter, "max_checks": 5.0, "dry_run": False}
+    params["ignore_revalidation_ages"] = True
+    request = manual.check_request(params, cfg.tables(), cfg.manual_max_checks_limit())
+    assert request == {
+        "table": "crm.customers",
+        "key_column": "id",
+        "phone_column": "phone",
+        "row_filter": row_filter,
+        "max_checks": 5,
+        "dry_run": False,
+        "ignore_revalidation_ages": True,
+    }
+    with pytest.raises(manual.RequestError, match=r"not a filter column of crm\.customers"):
+        manual.check_request({**params, "row_filter": {"score": 1}}, cfg.tables(), 10)
+
+
+# -- (b) end to end ------------------------------------------------------------------------------
+
+
+@SQL_WAREHOUSES
+def test_nightly_revalidation_refreshes_the_table_and_its_check_warns_or_fails_on_a_jump(
+    warehouse: Warehouse, vendor: SandboxServer, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = list(messy_phones(300, 180, seed=21))
+    name = customers(warehouse, phones)
+    configure(monkeypatch, warehouse, name, dead_share_min_answers=10)
+    refresh, check = f"{name}.refresh", f"{name}.check_dead_share"
+    status_asset = f"phonestatus://{name}/"
+
+    first = run_dag(dags_folder, REVALIDATION)
+    assert str(first.state) == "success"
+    rows = table_rows(warehouse, name)
+    assert [r["phone_status"] for r in rows] == [expected_status(p) for p in phones]
+    assert vendor.ledger()["billed"] == vendor.ledger()["requests"] == len(distinct_mobiles(phones))
+    (logged,) = run_log(warehouse, name)
+    assert (logged["dag_id"], logged["task_id"], logged["run_id"]) == (REVALIDATION, refresh, first.run_id)
+    assert logged["state"] == "success"
+    assert logged["status_counts"] == dict(Counter(expected_status(p) for p in phones))
+    verdict = xcom(REVALIDATION, first.run_id, check)
+    assert verdict["verdict"] == "no_baseline" and 0.15 < verdict["share"] < 0.45
+    # The budget was computed when the task started: plan rate x the 240-minute window.
+    rendered = rendered_fields(REVALIDATION, first.run_id, refresh)
+    assert 0.99 * RATE * 240 <= int(rendered["max_checks"]) <= RATE * 240
+    assert 240 * 60 - 120 <= float(rendered["time_budget"]) <= 240 * 60
+    assert asset_events(status_asset, first.run_id) == 1
+
+    # A bad load: 30 rows now hold numbers that are cancelled (last digit 0: not_in_service).
+    set_phones(warehouse, name, {i: f"1390000{i:03d}0" for i in range(30)})
+    set_variable(monkeypatch, "dead_share_fail", 0.5)
+    second = run_dag(dags_folder, REVALIDATION)
+    assert str(second.state) == "failed"
+    assert task_states(REVALIDATION, second.run_id) == {refresh: "success", check: "failed"}
+    assert asset_events(status_asset, second.run_id) == 0  # downstream DAGs do not run on it
+    assert [r["phone_status"] for r in table_rows(warehouse, name)[:30]] == ["not_in_service"] * 30
+
+    # The next night another 30 rows go bad. The failed run is no baseline: the jump is measured
+    # against the last successful DAG run, so it is seen again (a warning, with a higher limit).
+    set_phones(warehouse, name, {i: f"1390001{i:03d}0" for i in range(30, 60)})
+    set_variable(monkeypatch, "dead_share_fail", 0.95)
+    third = run_dag(dags_folder, REVALIDATION)
+    assert str(third.state) == "success"
+    verdict = xcom(REVALIDATION, third.run_id, check)
+    assert verdict["verdict"] == "warn" and verdict["baseline_run_id"] == first.run_id
+    assert verdict["share"] == 1.0 and verdict["jump"] > 0.5
+    assert asset_events(status_asset, third.run_id) == 1
+    assert [r["state"] for r in run_log(warehouse, name)] == ["success"] * 3
+
+
+@SQL_WAREHOUSES
+def test_manual_check_form_dry_run_real_run_and_rejected_requests(
+    warehouse: Warehouse, vendor: SandboxServer, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = list(messy_phones(60, 40, seed=8))
+    name = warehouse.table_name("customers")
+    regions = ["east" if i % 2 == 0 else "west" for i in range(len(phones))]
+    warehouse.create_customers(
+        name,
+        rows=[
+            {"id": i, "phone": p, "region": r} for i, (p, r) in enumerate(zip(phones, regions, strict=True))
+        ],
+        extra_columns=[sa.Column("region", sa.String(200))],
+    )
+    configure(monkeypatch, warehouse, name)
+    east = [p for p, r in zip(phones, regions, strict=True) if r == "east"]
+
+    # Refused when triggered: the table is not in the allow-list (the Param schema's enum).
+    with pytest.raises(Exception, match=r"crm\.secrets") as refused:
+        run_dag(dags_folder, MANUAL, run_conf={"table": "crm.secrets", "dry_run": False})
+    assert type(refused.value).__name__ == "ParamValidationError"
+
+    # Valid for the schema, refused by the task: filtering on the phone column probes numbers.
+    probe = {"table": name, "row_filter": {"phone": {"op": "like", "value": "138%"}}, "dry_run": False}
+    run = run_dag(dags_folder, MANUAL, run_conf=probe)
+    assert str(run.state) == "failed"
+    assert task_states(MANUAL, run.run_id) == {"validate_request": "failed", "check": "upstream_failed"}
+    assert vendor.ledger()["requests"] == 0
+
+    # A dry run (the form's default). Form text is data: neither Jinja nor SQL.
+    conf = {
+        "table": name,
+        "max_checks": 5,
+        "row_filter": {"region": {"op": "in", "value": ["east", "{{ 'west' }}", "' OR 1=1 --"]}},
+    }
+    run = run_dag(dags_folder, MANUAL, run_conf=conf)
+    assert str(run.state) == "success"
+    dry = xcom(MANUAL, run.run_id, "check")
+    assert dry["dry_run"] is True and dry["due_rows"] == len(east)
+    assert dry["distinct_numbers"] == len(distinct_mobiles(east)) and dry["lookups_to_pay"] == 5
+    assert vendor.ledger()["requests"] == 0
+    with warehouse.engine.connect() as conn:
+        assert "phone_status" not in {c["name"] for c in sa.inspect(conn).get_columns(name)}
+
+    conf = {"table": name, "row_filter": {"region": "east"}, "max_checks": 1000, "dry_run": False}
+    run = run_dag(dags_folder, MANUAL, run_conf=conf)
+    assert str(run.state) == "success"
+    rows = table_rows(warehouse, name)
+    assert [r["phone_status"] for r in rows] == [
+        expected_status(p) if r == "east" else None for p, r in zip(phones, regions, strict=True)
+    ]
+    assert vendor.ledger()["billed"] == len(distinct_mobiles(east))
+    (logged,) = run_log(warehouse, name)
+    assert (logged["dag_id"], logged["task_id"], logged["state"]) == (MANUAL, "check", "success")
+    assert logged["due_rows"] == len(east)
+
+
+@SQL_WAREHOUSES
+def test_new_and_changed_rows_are_checked_after_a_load(
+    warehouse: Warehouse, vendor: SandboxServer, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = list(messy_phones(120, 80, seed=33))
+    name = customers(warehouse, phones)
+    configure(monkeypatch, warehouse, name)
+    task_id = f"check_new_rows__{name}"
+
+    # At first every row is new.
+    first = run_dag(dags_folder, ON_NEW_ROWS)
+    assert str(first.state) == "success"
+    assert [r["phone_status"] for r in table_rows(warehouse, name)] == [expected_status(p) for p in phones]
+    billed = vendor.ledger()["billed"]
+    assert billed == len(distinct_mobiles(phones))
+
+    # Every status is now years old (due under the default ages) and one phone changes.
+    old = dt.datetime(2020, 1, 1)
+    with warehouse.engine.begin() as conn:
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        conn.execute(table.update().values(phone_checked_at=old))
+    set_phones(warehouse, name, {0: "13700137008"})
+
+    # The upstream load inserts rows and emits the asset this DAG is scheduled on.
+    unpause(ON_NEW_ROWS)
+    new = ["13700137001", "+86 137 0013 7005", "010-12345678", None]
+    load = run_dag(dags_folder, LOAD, run_conf={"phones": new})
+    assert str(load.state) == "success"
+    assert asset_events(f"warehouse://{name}/", load.run_id) == 1
+    assert queued_for(ON_NEW_ROWS, f"warehouse://{name}/")
+
+    second = run_dag(dags_folder, ON_NEW_ROWS)
+    assert str(second.state) == "success"
+    summary = xcom(ON_NEW_ROWS, second.run_id, task_id)
+    assert (summary["due_rows"], summary["rows_written"]) == (len(new) + 1, len(new) + 1)
+    assert vendor.ledger()["billed"] == billed + 3  # 13700137001, ...005, ...008: one request each
+    rows = table_rows(warehouse, name)
+    assert [r["phone_status"] for r in rows] == [
+        expected_status(p) for p in ["13700137008", *phones[1:], *new]
+    ]
+    assert all(r["phone_checked_at"] == old for r in rows[1 : len(phones)])  # old rows left alone
+    assert asset_events(f"phonestatus://{name}/", second.run_id) == 1
