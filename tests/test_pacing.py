@@ -60,3 +60,34 @@ def test_wait_returns_false_once_stopped() -> None:
     assert pacer.wait(stop) is True
     stop.set()
     assert pacer.wait(stop) is False
+
+
+def test_actual_starts_never_exceed_the_plan_in_a_window_even_when_threads_wake_late() -> None:
+    """Slots at 0, 0.05, 0.1 ... (20/s); the thread of slot 0 wakes 80 ms late. The starts
+    of the next second must still fit 20 in any 1-second window."""
+    clock = Clock()
+    pacer = Pacer(1200, clock=clock)
+    assert pacer.limits == [(1.0, 20), (60.0, 1200)]
+    t0 = clock.now
+    starts = []
+    clock.now = t0 + 0.08  # slot 0 starts late
+    assert pacer.start() == 0.0
+    starts.append(clock.now)
+    for i in range(1, 21):  # slots 1..20 wake on time
+        clock.now = max(clock.now, t0 + 0.05 * i)
+        wait = pacer.start()
+        if wait:
+            clock.now += wait
+            assert pacer.start() == 0.0
+        starts.append(clock.now)
+    assert starts[20] - starts[0] >= 1.0  # the 21st start waited for the late one's window
+    assert starts[19] == t0 + 0.95  # on-time starts were not delayed
+
+
+def test_a_hold_while_sleeping_sends_the_caller_back_to_the_queue() -> None:
+    clock = Clock()
+    pacer = Pacer(60, clock=clock)
+    pacer.hold(2.0)
+    assert pacer.start() == -1.0
+    clock.now += 2.5
+    assert pacer.start() == 0.0
