@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import enum
+import functools
 import math
 import numbers
 import re
@@ -49,7 +50,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 from phonenumbers.shortnumberinfo import is_valid_short_number_for_region
 
-__all__ = ["NumberKind", "ParsedNumber", "mask_number", "parse_number"]
+__all__ = ["NumberKind", "ParsedNumber", "mask_number", "parse_national", "parse_number"]
 
 
 class NumberKind(enum.StrEnum):
@@ -107,6 +108,7 @@ if not isinstance(_CN_MOBILE, str):  # a broken phonenumbers install: fail at im
     raise ImportError("phonenumbers has no mobile number pattern for CN")
 _MOBILE_RE = re.compile(_CN_MOBILE, re.ASCII)
 _FAST_RE = re.compile(rf"(?:\+86|0086|86)?({_CN_MOBILE})", re.ASCII)
+_FAST_FULLMATCH = _FAST_RE.fullmatch
 _CLEAN_RE = re.compile(r"\+?[0-9]+", re.ASCII)
 _FLOAT_TEXT_RE = re.compile(r"(\+?[0-9]+)\.0+", re.ASCII)
 
@@ -150,6 +152,25 @@ def parse_number(value: object) -> ParsedNumber:
     Never raises: a warehouse can hold anything, and one odd cell must not fail a run.
     """
     return _parse(value, fast=True)
+
+
+def parse_national(value: object) -> str | ParsedNumber:
+    """``parse_number(value).national`` for a mobile number, else the :class:`ParsedNumber`.
+
+    Exactly :func:`parse_number`, for callers that classify millions of cells: the commonest cell,
+    an already clean string, costs one regular-expression match and builds no object.
+    """
+    if type(value) is str:  # _parse's steps for a str, each done once
+        if (match := _FAST_FULLMATCH(value)) is not None:
+            return match[1]
+        try:
+            cleaned = _normalise(value)
+        except Exception:
+            return _NOT_A_NUMBER
+        if type(cleaned) is str and (match := _FAST_FULLMATCH(cleaned)) is not None:
+            return match[1]
+    parsed = _parse(value, fast=True)
+    return parsed if parsed.national is None else parsed.national
 
 
 def _parse_with_phonenumbers(value: object) -> ParsedNumber:
@@ -248,8 +269,13 @@ def _normalise(text: str) -> str | ParsedNumber:
     return cleaned
 
 
+@functools.lru_cache(maxsize=4096)
 def _classify(cleaned: str) -> ParsedNumber:
-    """Rule 5: let phonenumbers decide."""
+    """Rule 5: let phonenumbers decide.
+
+    Memoised: a pure function of the cleaned text (results are immutable), and ``phonenumbers``
+    costs ~50 us per call, so the junk, landlines and foreign numbers a table repeats are decided once.
+    """
     try:
         number = phonenumbers.parse(cleaned, "CN")
     except NumberParseException as exc:

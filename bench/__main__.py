@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from bench.common import REGISTRY, Result, isolate_airflow_home
 
 #: Modules whose benchmarks register on import, in the order they run.
-MODULES = ("bench.hook_pacing", "bench.parsing")
+MODULES = (
+    "bench.hook_pacing",
+    "bench.parsing",
+    "bench.operator_waste",
+    "bench.operator_warehouse",
+    "bench.operator_rss",
+)
 
 
 def _load() -> None:

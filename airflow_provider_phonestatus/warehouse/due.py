@@ -149,19 +149,29 @@ class DueList:
 
     def pages(self, size: int = 5000) -> Iterator[list[DueRow]]:
         """Due rows in order, ``size`` at a time; each page is fetched by one whole query."""
+        for page in self.raw_pages(size):
+            yield [DueRow(*row) for row in page]
+
+    def raw_pages(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`pages` as plain tuples ``(key, phone, phone_text, status, urgency)``, the fields
+        of :class:`DueRow` in order: for callers that read millions of rows."""
         if size < 1:
             raise ValueError("page size must be at least 1")
         t = self._table
-        keys = [t.c[f"k{i}"] for i in range(self._key_count)]
+        n = self._key_count
+        keys = [t.c[f"k{i}"] for i in range(n)]
         columns = (t.c.seq, *keys, t.c.phone, t.c.phone_text, t.c.status, t.c.urgency)
+        query = sa.select(*columns).where(t.c.seq > sa.bindparam("last")).order_by(t.c.seq).limit(size)
         last = 0
         while True:
-            query = sa.select(*columns).where(t.c.seq > last).order_by(t.c.seq).limit(size)
-            rows = self._conn.execute(query).all()
+            rows = self._conn.execute(query, {"last": last}).all()
             if not rows:
                 return
-            n = self._key_count
-            yield [DueRow(tuple(r[1 : n + 1]), r[n + 1], r[n + 2], r[n + 3], r[n + 4]) for r in rows]
+            if n == 1:  # transposed and zipped back in C: no Python bytecode per row
+                _, keys_, phones, texts, statuses, urgencies = zip(*rows, strict=True)
+                yield list(zip(zip(keys_), phones, texts, statuses, urgencies, strict=True))
+            else:
+                yield [(tuple(r[1 : n + 1]), *r[n + 1 :]) for r in rows]
             last = rows[-1][0]
             if len(rows) < size:
                 return

@@ -9,6 +9,7 @@ trip per row. The caller commits.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ import sqlalchemy as sa
 
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.revalidation import to_naive_utc
-from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
+from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
+from airflow_provider_phonestatus.warehouse.store import StoredValues
 from airflow_provider_phonestatus.warehouse.table import (
     TargetTable,
     bulk_insert,
@@ -27,8 +29,27 @@ from airflow_provider_phonestatus.warehouse.table import (
 )
 
 _STAGED_DIALECTS = ("postgresql", "mysql")
-#: The status columns written, in the order of :meth:`RowWriter._record`'s values.
+_MISSING: Any = object()
+#: A row handed to :meth:`RowWriter.write_groups`: (key, phone_text, anything else...).
+Row = tuple[Any, ...]
+#: What a group of rows is written with: a result, or a stored answer's values as
+#: ``ResultStore.fresh_values`` gives them.
+Answer = PhoneStatusResult | StoredValues
+#: The status columns written, in the order of a record's values (see :meth:`RowWriter._records`).
 _ROLES = ("status", "code", "carrier", "ported", "checked_at", "order_no", "checked_value")
+_TEXT = len(_ROLES) - 1  #: position of the checked value in a record; the key follows it
+#: The text written for each vocabulary member (``member.value``, without the enum descriptor per row).
+_TEXTS: dict[Any, str] = {m: m.value for vocabulary in (PhoneStatus, Carrier) for m in vocabulary}
+#: The longest text a vocabulary role can hold.
+_LONGEST = {"status": max(map(len, map(str, PhoneStatus))), "carrier": max(map(len, map(str, Carrier)))}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    dialect: sa.Dialect
+    sql: str
+    order: list[int]  #: record position of each parameter of ``sql``
+    processors: list[tuple[int, Any]]  #: (record position, bind processor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,45 +78,118 @@ class RowWriter:
         self._lengths = [(i, lengths[n]) for i, n in enumerate(self._names.values()) if n in lengths]
         #: value names of a record: the roles, then k0, k1, ... for the key
         self._fields = [*self._names, *(f"k{i}" for i in range(len(target.key_columns)))]
+        self._text_length = next((n for i, n in self._lengths if i == _TEXT), None)
+        #: lengths to enforce on values from a result; vocabulary values that always fit are not checked
+        self._part_lengths = [
+            (i, n) for i, n in self._lengths if i < _TEXT and n < _LONGEST.get(_ROLES[i], n + 1)
+        ]
         self._stage: sa.Table | None = None
         self._stage_conn: sa.Connection | None = None
+        self._plan: _Plan | None = None
 
     def write(self, conn: sa.Connection, rows: Sequence[RowUpdate]) -> int:
         """Write the answers among ``rows`` (last one wins per key); return rows updated."""
-        batch = list({r.key: self._record(r) for r in rows if r.result.is_answer}.values())
+        return self.write_many(conn, [(r.key, r.phone_text, r.result) for r in rows])
+
+    def write_many(
+        self, conn: sa.Connection, rows: Sequence[tuple[tuple[Any, ...], str | None, PhoneStatusResult]]
+    ) -> int:
+        """:meth:`write` for ``(key, phone_text, result)`` tuples, the fields of :class:`RowUpdate`."""
+        return self.write_groups(conn, [(result, [(key, text, None)]) for key, text, result in rows])
+
+    def write_groups(self, conn: sa.Connection, groups: Sequence[tuple[Answer, Sequence[Row]]]) -> int:
+        """:meth:`write` for rows grouped by answer: ``(result, [(key, phone_text, ...), ...])`` (or
+        ``ResultStore.fresh_values`` values in place of the result), in
+        the order the rows would have come to :meth:`write` (last one wins per key). Items of a row
+        after ``phone_text`` are ignored, so a caller's own row tuples can be handed over as they are."""
+        dialect = conn.dialect
+        plan = self._sqlite_plan(dialect) if dialect.name == "sqlite" else None
+        copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        processors = plan.processors if plan is not None else self._processors(dialect) if copy else []
+        batch = self._records(groups, processors)
         if not batch:
             return 0
-        if conn.dialect.name in _STAGED_DIALECTS:
+        if dialect.name in _STAGED_DIALECTS:
             try:
-                count = self._write_staged(conn, batch)
+                count = self._write_staged(conn, batch, copy)
             except BaseException:
                 self._stage = None  # its creation may be rolled back with the batch: make a new one
                 raise
+        elif plan is not None:
+            count = self._write_sqlite(conn, plan, batch)
         else:
             count = self._write_each(conn, batch)
         return count if count >= 0 else len(batch)
 
-    def _record(self, row: RowUpdate) -> tuple[Any, ...]:
-        """The values of :attr:`_fields` for one row; text cut to its column's length."""
-        if len(row.key) != len(self._target.key_columns):
-            raise ValueError(f"key {row.key!r} does not match key columns {self._target.key_columns}")
-        result = row.result
-        values: list[Any] = [
-            result.status.value,
-            result.vendor_code,
-            None if result.carrier is None else result.carrier.value,
-            result.ported,
-            to_naive_utc(result.checked_at),
-            result.order_no,
-            row.phone_text,
-        ]
-        for i, length in self._lengths:
+    def _records(
+        self, groups: Sequence[tuple[Answer, Sequence[Row]]], processors: Sequence[tuple[int, Any]]
+    ) -> list[tuple[Any, ...]]:
+        """The values of :attr:`_fields` for the rows with an answer, one record per key (last one
+        wins), text cut to its column's length, then converted by ``processors`` ((position, bind
+        processor) pairs; none: SQLAlchemy converts them when it binds).
+
+        The part of a record that comes from the answer is made once per answer object.
+        """
+        key_count = len(self._target.key_columns)
+        text_length = self._text_length
+        row_processors = [(i - _TEXT, p) for i, p in processors if i >= _TEXT]
+        parts: dict[int, tuple[Any, ...] | None] = {}
+        records: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for answer, rows in groups:
+            part = parts.get(id(answer), _MISSING)
+            if part is _MISSING:
+                part = parts[id(answer)] = self._result_part(answer, processors)
+            if part is None:
+                continue
+            for row in rows:
+                key, phone_text = row[0], row[1]
+                if len(key) != key_count:
+                    raise ValueError(f"key {key!r} does not match key columns {self._target.key_columns}")
+                if text_length is not None and isinstance(phone_text, str) and len(phone_text) > text_length:
+                    phone_text = phone_text[:text_length]
+                if row_processors:
+                    rest = [phone_text, *key]
+                    for i, proc in row_processors:
+                        rest[i] = proc(rest[i])
+                    records[key] = (*part, *rest)
+                else:
+                    records[key] = (*part, phone_text, *key)
+        return list(records.values())
+
+    def _result_part(self, answer: Answer, processors: Sequence[tuple[int, Any]]) -> tuple[Any, ...] | None:
+        """The record's values that come from ``answer``: all but the phone text and the key.
+        None for a result that is no answer (a failure is never written)."""
+        values: list[Any]
+        if isinstance(answer, tuple):  # ResultStore.fresh_values: already the values, as below
+            values = list(answer)
+        else:
+            result = answer
+            if not result.is_answer:
+                return None
+            checked_at = result.checked_at
+            if checked_at.tzinfo is dt.UTC:  # to_naive_utc's result, in one step
+                checked_at = checked_at.replace(tzinfo=None)
+            elif checked_at.tzinfo is not None:
+                checked_at = to_naive_utc(checked_at)
+            carrier = result.carrier
+            values = [
+                _TEXTS[result.status],
+                result.vendor_code,
+                None if carrier is None else _TEXTS[carrier],
+                result.ported,
+                checked_at,
+                result.order_no,
+            ]
+        for i, length in self._part_lengths:
             if isinstance(text := values[i], str) and len(text) > length:
                 values[i] = text[:length]
-        return (*values, *row.key)
+        for i, proc in processors:
+            if i < _TEXT:
+                values[i] = proc(values[i])
+        return tuple(values)
 
-    def _write_each(self, conn: sa.Connection, batch: list[tuple[Any, ...]]) -> int:
-        """One executemany UPDATE by key: in-process on SQLite, so as fast as it gets."""
+    def _update_statement(self) -> tuple[sa.Update, list[str]]:
+        """The UPDATE by key, and the bind parameter name of each of :attr:`_fields`."""
         table = self._target.table
         params = _free_names(table, self._fields)
         statement = (
@@ -103,13 +197,66 @@ class RowWriter:
             .where(*(k == sa.bindparam(params[f"k{i}"]) for i, k in enumerate(self._target.keys)))
             .values({table.c[name]: sa.bindparam(params[role]) for role, name in self._names.items()})
         )
-        names = [params[f] for f in self._fields]
+        return statement, [params[f] for f in self._fields]
+
+    def _write_each(self, conn: sa.Connection, batch: list[tuple[Any, ...]]) -> int:
+        """One executemany UPDATE by key, bound by SQLAlchemy."""
+        statement, names = self._update_statement()
         return conn.execute(statement, [dict(zip(names, row, strict=True)) for row in batch]).rowcount
 
-    def _write_staged(self, conn: sa.Connection, batch: list[tuple[Any, ...]]) -> int:
-        """One batched INSERT into the staging table, one joined UPDATE, then empty the stage."""
+    def _processors(self, dialect: sa.Dialect) -> list[tuple[int, Any]]:
+        """(record position, bind processor) of each written column that has one on ``dialect``:
+        the conversions SQLAlchemy applies to each value (or array item) it binds for the column."""
+        table = self._target.table
+        columns = [table.c[name] for name in self._names.values()] + self._target.keys
+        return [
+            (i, proc)
+            for i, c in enumerate(columns)
+            if (proc := c.type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+
+    def _sqlite_plan(self, dialect: sa.Dialect) -> _Plan:
+        """The UPDATE compiled once for SQLite (qmark), the order of its parameters, and the bind
+        processor of each: exactly what SQLAlchemy would send, minus its per-row work."""
+        if self._plan is None or self._plan.dialect is not dialect:
+            statement, names = self._update_statement()
+            compiled = statement.compile(dialect=dialect)
+            position = {name: i for i, name in enumerate(names)}
+            order = [position[name] for name in compiled.positiontup or ()]
+            processors = [
+                (position[name], _as_isoformat(proc))
+                for name, bind in compiled.binds.items()
+                if name in position and (proc := bind.type.dialect_impl(dialect).bind_processor(dialect))
+            ]
+            if sorted(order) != list(range(len(names))):  # pragma: no cover - SQLite binds positionally
+                raise RuntimeError(f"unexpected parameters of the UPDATE: {compiled.positiontup}")
+            self._plan = _Plan(dialect, compiled.string, order, processors)
+        return self._plan
+
+    def _write_sqlite(self, conn: sa.Connection, plan: _Plan, batch: list[tuple[Any, ...]]) -> int:
+        """:meth:`_write_each` on SQLite: the same UPDATE run by sqlite3's executemany in-process,
+        with values :meth:`_records` already converted."""
+        if plan.order != list(range(len(plan.order))):
+            batch = [tuple(row[i] for i in plan.order) for row in batch]
+        return conn.exec_driver_sql(plan.sql, batch).rowcount
+
+    def _write_staged(self, conn: sa.Connection, batch: list[tuple[Any, ...]], copy: bool = False) -> int:
+        """One batched INSERT into the staging table (with ``copy``, a ``COPY FROM STDIN`` through
+        psycopg 3 of values already bound by :meth:`_records`: a quarter of the client CPU of
+        adapting one array per column), one joined UPDATE, then empty the stage."""
         stage = self._staging(conn)
-        conn.execute(*bulk_insert(conn, sa.insert(stage), self._fields, batch))
+        if copy:
+            preparer = conn.dialect.identifier_preparer
+            names = ", ".join(preparer.quote(name) for name in self._fields)
+            driver: Any = conn.connection.driver_connection  # psycopg.Connection, in SQLAlchemy's transaction
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY {preparer.format_table(stage)} ({names}) FROM STDIN") as rows,
+            ):
+                for record in batch:
+                    rows.write_row(record)
+        else:
+            conn.execute(*bulk_insert(conn, sa.insert(stage), self._fields, batch))
         table = self._target.table
         statement = (
             sa.update(table)
@@ -136,6 +283,33 @@ class RowWriter:
             )
             self._stage_conn = conn
         return self._stage
+
+
+_ISO_SAMPLES = (
+    dt.datetime(2024, 1, 2, 3, 4, 5, 6),
+    dt.datetime(1, 1, 1),
+    dt.datetime(999, 12, 31, 23, 59, 59, 999999),
+    dt.datetime(2025, 10, 20, 11, 22, 33),
+)
+
+
+def _as_isoformat(proc: Any) -> Any:
+    """``proc``, or an equivalent that formats a naive ``datetime`` with the C ``isoformat`` when
+    ``proc`` writes exactly that text (SQLite's default DATETIME storage format) for every field."""
+    try:
+        same = all(proc(s) == s.isoformat(" ", "microseconds") for s in _ISO_SAMPLES)
+    except Exception:
+        same = False
+    if not same:
+        return proc
+    datetime = dt.datetime
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return proc(value)
+
+    return process
 
 
 def _free_names(table: sa.Table, names: list[str]) -> dict[str, str]:

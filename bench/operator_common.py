@@ -1,0 +1,534 @@
+"""Shared pieces of the operator benchmarks (``bench/operator_*.py``): databases, tables, runs.
+
+* :func:`database` gives a SQLite file or the local PostgreSQL through an Airflow connection, so
+  the engine is the one the operator gets (``hook.get_sqlalchemy_engine()``); every table made
+  through it is named ``bench_<what>_<hex>`` and dropped on exit.
+* :func:`run_refresh` runs a refresh the way ``PhoneStatusCheckOperator.execute`` does: one
+  connection, ``TargetTable.load`` (adds the status columns), ``ResultStore.ensure``,
+  ``RunLog.ensure`` + a run-log row, ``TableRefresh(...).run()`` with the operator's default
+  options, then the run-log row completed. Only Airflow's task context is absent.
+* :func:`naive_loop` is the baseline a DAG author writes with stock parts: read every row
+  (``SELECT id, phone`` + ``fetchall()``), POST each non-empty value with spaces removed through
+  one keep-alive ``httpx.Client``, one UPDATE statement per row, one commit at the end (the most
+  favourable naive loop: no commit per row).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import sqlalchemy as sa
+
+from airflow_provider_phonestatus.numbers import mask_number, parse_number
+from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
+from airflow_provider_phonestatus.sandbox.truth import expected
+from airflow_provider_phonestatus.settings import PhoneStatusSettings
+from airflow_provider_phonestatus.vocabulary import VENDOR_CODES, PhoneStatusResult
+from bench.common import SANDBOX_KEY, Result, say
+
+if TYPE_CHECKING:
+    from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
+    from airflow_provider_phonestatus.summary import RunSummary
+
+PG_URI = "postgres://postgres@127.0.0.1:5432/test"
+#: The status columns' default names (StatusColumns), in the order the baseline writes them.
+STATUS_COLUMNS = (
+    "phone_status",
+    "phone_status_code",
+    "phone_carrier",
+    "phone_ported",
+    "phone_checked_at",
+    "phone_order_no",
+    "phone_checked_value",
+)
+UNLIMITED_PER_MINUTE = 100_000_000  #: "hook plan unlimited": the pacer never waits
+CHUNK = 50_000  #: rows per executemany / store save while building tables
+
+
+@dataclass
+class Db:
+    """One database for the benchmarks; tables made with :meth:`name` are dropped on exit."""
+
+    kind: str  #: "sqlite" or "postgres"
+    engine: sa.Engine
+    conn_id: str
+    uri: str
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def name(self, what: str) -> str:
+        table = f"bench_{what}_{secrets.token_hex(4)}"
+        self.tables.append(table)
+        return table
+
+    def drop(self, table: str) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+            conn.commit()
+        if table in self.tables:
+            self.tables.remove(table)
+
+
+@contextmanager
+def database(kind: str) -> Iterator[Db]:
+    """A SQLite file (in a fresh temporary directory) or the local PostgreSQL, through the engine
+    Airflow's own connection hook builds; drops every table named through it on exit."""
+    from airflow.sdk import BaseHook
+
+    tmp = tempfile.mkdtemp(prefix="phonestatus-bench-db-")
+    uri = f"sqlite:///{tmp}/warehouse.db" if kind == "sqlite" else PG_URI
+    conn_id = f"phonestatus_bench_{kind}_{secrets.token_hex(3)}"
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    os.environ[variable] = uri
+    engine: sa.Engine = BaseHook.get_connection(conn_id).get_hook().get_sqlalchemy_engine()  # type: ignore[no-untyped-call]
+    db = Db(kind, engine, conn_id, uri)
+    try:
+        yield db
+    finally:
+        try:
+            for table in list(db.tables):
+                db.drop(table)
+        finally:
+            engine.dispose()
+            os.environ.pop(variable, None)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_SHARED: dict[str, tuple[Db, Any]] = {}
+_STORES: dict[tuple[str, int, int], tuple[str, float]] = {}
+
+
+def shared(kind: str) -> Db:
+    """:func:`database` kept open until the process exits, so benchmarks can share a prefilled
+    results store (it is only read when every number is fresh); its tables are dropped at exit."""
+    if kind not in _SHARED:
+        manager = database(kind)
+        _SHARED[kind] = (manager.__enter__(), manager)
+        atexit.register(manager.__exit__, None, None, None)
+    return _SHARED[kind][0]
+
+
+def shared_store(db: Db, rows: int, distinct: int) -> tuple[str, float]:
+    """A results store holding a fresh answer for every number of ``phones(rows, distinct)`` (and
+    so of any smaller table of the same seed): its name and the seconds the prefill took (0 when
+    it was made by an earlier benchmark of this run)."""
+    key = (db.kind, rows, distinct)
+    if key not in _STORES:
+        name = db.name("store")
+        seconds = prefill_store(db, name, nationals_of(rows, distinct))
+        _STORES[key] = (name, seconds)
+        return name, seconds
+    return _STORES[key][0], 0.0
+
+
+def kinds(quick: bool) -> tuple[str, ...]:
+    """The databases the warehouse benchmarks run on."""
+    return ("sqlite", "postgres")
+
+
+def load_note() -> str:
+    """The machine's load average: the figures are wall-clock, and other work shares the cores."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f"load avg {f.read().split()[0]} on {os.cpu_count()} cores"
+    except OSError:
+        return ""
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def phones(rows: int, distinct: int) -> list[str | None]:
+    """``messy_phones(rows, distinct)`` as a list, made once per process."""
+    return list(messy_phones(rows, distinct))
+
+
+@functools.cache
+def nationals_of(rows: int, distinct: int) -> list[str]:
+    """The distinct valid mobile numbers among :func:`phones` (what a correct run may pay for)."""
+    found: dict[str, None] = {}
+    for value in phones(rows, distinct):
+        national = parse_number(value).national
+        if national is not None:
+            found[national] = None
+    return list(found)
+
+
+def vendor_result(national: str, checked_at: dt.datetime) -> PhoneStatusResult:
+    """What the sandbox answers for ``national``, as the hook would have read it."""
+    data = {**expected(national), "orderNo": f"BENCH{national}"}
+    return dataclasses.replace(PhoneStatusResult.from_vendor_data(data), checked_at=checked_at)
+
+
+def create_customers(
+    db: Db,
+    table: str,
+    values: Sequence[str | None],
+    *,
+    status: Callable[[int, str | None], tuple[Any, ...]] | None = None,
+) -> None:
+    """``table`` (id INTEGER PRIMARY KEY, phone VARCHAR(64)) holding ``values`` as ids 1..n.
+
+    With ``status``, the seven status columns exist already and hold ``status(id, phone)``.
+    Inserted fast: SQLite executemany in big chunks, PostgreSQL ``COPY``.
+    """
+    columns = ["id", "phone"]
+    ddl = ["id INTEGER NOT NULL PRIMARY KEY", "phone VARCHAR(64)"]
+    if status is not None:
+        columns += STATUS_COLUMNS
+        timestamp = "TIMESTAMP WITHOUT TIME ZONE" if db.dialect == "postgresql" else "DATETIME"
+        types = ("VARCHAR(32)", "VARCHAR(16)", "VARCHAR(32)", "BOOLEAN", timestamp, "VARCHAR(64)")
+        ddl += [f"{c} {t}" for c, t in zip(STATUS_COLUMNS, (*types, "VARCHAR(64)"), strict=True)]
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for i, value in enumerate(values, start=1):
+            yield (i, value) if status is None else (i, value, *status(i, value))
+
+    raw = db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"CREATE TABLE {table} ({', '.join(ddl)})")
+        if db.dialect == "postgresql":
+            copy_from: Any = cursor.copy  # psycopg 3
+            with copy_from(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows():
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(columns))
+            insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+            iterator = rows()
+            while chunk := [r for _, r in zip(range(CHUNK), iterator, strict=False)]:
+                cursor.executemany(insert, [_sqlite_row(r) for r in chunk])
+        raw.commit()
+        if db.dialect == "postgresql":
+            cursor.execute(f"ANALYZE {table}")
+            raw.commit()
+    finally:
+        raw.close()
+
+
+def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Values as SQLAlchemy's SQLite dialect stores them (DATETIME as ISO text, BOOLEAN as 0/1)."""
+    return tuple(
+        v.strftime("%Y-%m-%d %H:%M:%S.%f")
+        if isinstance(v, dt.datetime)
+        else int(v)
+        if isinstance(v, bool)
+        else v
+        for v in row
+    )
+
+
+def prefill_store(db: Db, store_name: str, nationals: Sequence[str]) -> float:
+    """Save a fresh sandbox-true answer for each of ``nationals`` with ``ResultStore.save``; seconds."""
+    from airflow_provider_phonestatus.warehouse.store import ResultStore
+
+    if store_name not in db.tables:
+        db.tables.append(store_name)
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.UTC)
+    with db.engine.connect() as conn:
+        store = ResultStore.ensure(conn, store_name)
+        for i in range(0, len(nationals), CHUNK):
+            store.save(conn, [(n, vendor_result(n, now)) for n in nationals[i : i + CHUNK]])
+            conn.commit()
+    return time.perf_counter() - started
+
+
+# -- our refresh -------------------------------------------------------------------------------
+
+
+def new_hook(url: str | None, *, per_minute: float = UNLIMITED_PER_MINUTE, **extra: Any) -> PhoneStatusHook:
+    """A hook on ready-made settings (no Airflow connection): the sandbox at ``url``, or nowhere
+    (``http://127.0.0.1:9``, a closed port) for runs that must not send anything."""
+    from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
+
+    settings = PhoneStatusSettings(
+        api_key=SANDBOX_KEY,
+        base_url=url or "http://127.0.0.1:9",
+        rate_limit_per_minute=per_minute,
+        timeout=5.0,
+        **extra,
+    )
+    return PhoneStatusHook(settings=settings)
+
+
+@dataclass
+class Refresh:
+    summary: RunSummary
+    seconds: float
+    cpu_s: float
+
+
+def run_refresh(db: Db, table: str, hook: PhoneStatusHook, store_name: str, runlog_name: str) -> Refresh:
+    """One refresh of ``table`` as ``PhoneStatusCheckOperator.execute`` runs it (module docstring)."""
+    from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
+    from airflow_provider_phonestatus.revalidation import RevalidationPolicy
+    from airflow_provider_phonestatus.summary import RunSummary
+    from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+    from airflow_provider_phonestatus.warehouse.runlog import RunLog
+    from airflow_provider_phonestatus.warehouse.store import ResultStore
+    from airflow_provider_phonestatus.warehouse.table import TargetTable
+
+    for name in (store_name, runlog_name):
+        if name not in db.tables:
+            db.tables.append(name)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    summary = RunSummary()
+    with db.engine.connect() as conn:
+        target = TargetTable.load(
+            conn, table, key_columns="id", phone_column="phone", columns=StatusColumns()
+        )
+        store = ResultStore.ensure(conn, store_name)
+        runlog = RunLog.ensure(conn, runlog_name)
+        run_uid = runlog.start(
+            conn,
+            dag_id="bench",
+            task_id="refresh",
+            run_id="bench",
+            map_index=-1,
+            try_number=1,
+            table_name=table,
+            started_at=dt.datetime.now(dt.UTC),
+        )
+        conn.commit()
+        options = RefreshOptions()  # the operator's defaults: batch_size 500, flush_interval 5 s
+        refresh = TableRefresh(
+            conn, target, store, hook, RevalidationPolicy.from_user(None), options, summary
+        )
+        refresh.run()
+        summary.state = "success"
+        conn.rollback()
+        runlog.finish(
+            conn,
+            run_uid,
+            state=summary.state,
+            ended_at=dt.datetime.now(dt.UTC),
+            counts=summary.run_log_counts(),
+            status_counts=dict(summary.status_counts),
+            error=None,
+        )
+        conn.commit()
+    return Refresh(summary, time.perf_counter() - started, time.process_time() - cpu)
+
+
+@contextmanager
+def phase_cpu() -> Iterator[dict[str, float]]:
+    """CPU seconds of this process spent in the refresh's phases while inside the block: due
+    selection (``DueList.create``), reading due pages, results-store lookups, row writes (incl.
+    the database's own work for SQLite, which runs in-process); the rest of the pass is number
+    parsing and bookkeeping. Wraps the classes' methods for the duration (a few hundred calls)."""
+    from airflow_provider_phonestatus.warehouse.due import DueList
+    from airflow_provider_phonestatus.warehouse.store import ResultStore
+    from airflow_provider_phonestatus.warehouse.writer import RowWriter
+
+    spent: dict[str, float] = {"due list": 0.0, "pages": 0.0, "store": 0.0, "writes": 0.0}
+    originals = [
+        (DueList, "create", "due list"),
+        (ResultStore, "fresh_values", "store"),
+        (RowWriter, "write_groups", "writes"),
+    ]
+    saved: list[tuple[Any, str, Any]] = []
+    for owner, name, label in originals:
+        function = owner.__dict__[name]
+        saved.append((owner, name, function))
+        setattr(owner, name, _timed(function, spent, label))
+    raw_pages = DueList.__dict__["raw_pages"]
+    saved.append((DueList, "raw_pages", raw_pages))
+
+    def timed_pages(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        pages = raw_pages(self, *args, **kwargs)
+        while True:
+            started = time.process_time()
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            finally:
+                spent["pages"] += time.process_time() - started
+            yield page
+
+    DueList.raw_pages = timed_pages  # type: ignore[method-assign]
+    try:
+        yield spent
+    finally:
+        for owner, name, function in saved:
+            setattr(owner, name, function)
+
+
+def _timed(function: Any, spent: dict[str, float], label: str) -> Any:
+    unwrapped = function.__func__ if isinstance(function, classmethod) else function
+
+    @functools.wraps(unwrapped)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return unwrapped(*args, **kwargs)
+        finally:
+            spent[label] += time.process_time() - started
+
+    return classmethod(timed) if isinstance(function, classmethod) else timed
+
+
+def describe_phases(spent: dict[str, float], total_cpu: float, rows: int) -> str:
+    """``label X s (Y us/row)`` per phase, and the rest (parsing, bookkeeping)."""
+    parts = [f"{label} {cpu:.1f} s" for label, cpu in spent.items()]
+    rest = total_cpu - sum(spent.values())
+    return (
+        f"CPU {total_cpu:.1f} s = {', '.join(parts)}, parsing+bookkeeping {rest:.1f} s "
+        f"({1e6 * total_cpu / max(1, rows):.1f} us/row)"
+    )
+
+
+# -- the baseline ------------------------------------------------------------------------------
+
+
+@dataclass
+class NaiveRun:
+    rows: int = 0  #: rows read and updated
+    requests: int = 0  #: POSTs sent
+    seconds: float = math.nan
+    complete: bool = True  #: False when stopped at the time cap
+
+
+def naive_update(db: Db, table: str) -> sa.TextClause:
+    sets = ", ".join(f"{c} = :{c}" for c in STATUS_COLUMNS)
+    return sa.text(f"UPDATE {table} SET {sets} WHERE id = :id")
+
+
+def add_status_columns(db: Db, table: str) -> None:
+    """What the DAG author does once by hand: the seven status columns, as the operator types them."""
+    from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+    from airflow_provider_phonestatus.warehouse.table import TargetTable
+
+    with db.engine.connect() as conn:
+        TargetTable.load(conn, table, key_columns="id", phone_column="phone", columns=StatusColumns())
+
+
+def naive_loop(
+    db: Db,
+    table: str,
+    endpoint_url: str | None,
+    *,
+    cap_s: float | None = None,
+    answers: Callable[[str], dict[str, Any]] | None = None,
+) -> NaiveRun:
+    """The per-row loop (module docstring). ``answers`` replaces the POST (read+update part only);
+    ``cap_s`` stops it after that many seconds (its rate is steady, so rows/s stays meaningful)."""
+    update = naive_update(db, table)
+    run = NaiveRun()
+    started = time.perf_counter()
+    headers = {"X-API-Key": SANDBOX_KEY, "Content-Type": "application/json"}
+    with db.engine.connect() as conn, httpx.Client(headers=headers, timeout=60.0) as http:
+        rows = conn.execute(sa.text(f"SELECT id, phone FROM {table}")).fetchall()
+        for key, phone in rows:
+            if cap_s is not None and time.perf_counter() - started >= cap_s:
+                run.complete = False
+                break
+            value = "" if phone is None else str(phone).replace(" ", "")
+            if not value:
+                envelope: dict[str, Any] = {"code": 400}
+            elif answers is not None:
+                envelope = answers(value)
+            else:
+                assert endpoint_url is not None
+                run.requests += 1
+                envelope = http.post(endpoint_url, content=json.dumps({"mobile": value})).json()
+            conn.execute(update, {"id": key, **_naive_values(envelope, value)})
+            run.rows += 1
+        conn.commit()
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _naive_values(envelope: dict[str, Any], value: str) -> dict[str, Any]:
+    data = envelope.get("data") if envelope.get("code") == 200 else None
+    if not isinstance(data, dict):
+        status, code, carrier, ported, order = "invalid", str(envelope.get("code")), None, None, None
+    else:
+        code = str(data.get("result"))
+        status = VENDOR_CODES[code].value if code in VENDOR_CODES else "unknown"
+        carrier, ported, order = data.get("channel"), data.get("transferStatus") == "1", data.get("orderNo")
+    return {
+        "phone_status": status,
+        "phone_status_code": code,
+        "phone_carrier": carrier,
+        "phone_ported": ported,
+        "phone_checked_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        "phone_order_no": order,
+        "phone_checked_value": value,
+    }
+
+
+def truth_answers(value: str) -> dict[str, Any]:
+    """What the sandbox would answer for ``value`` (for the read+update-only baseline)."""
+    try:
+        return {"code": 200, "data": {**expected(value), "orderNo": f"BENCH{value}"}}
+    except ValueError:
+        return {"code": 400}
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def wrong_statuses(db: Db, table: str, rows: int, sample: int = 10_000, seed: int = 11) -> list[str]:
+    """Rows of a random sample whose status is not ``expected_status(phone)``, masked."""
+    ids = random.Random(seed).sample(range(1, rows + 1), min(sample, rows))
+    wrong: list[str] = []
+    with db.engine.connect() as conn:
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i : i + 1000]
+            query = sa.text(
+                f"SELECT id, phone, phone_status FROM {table} WHERE id IN ({','.join(map(str, chunk))})"
+            )
+            found = conn.execute(query).all()
+            if len(found) != len(chunk):
+                wrong.append(f"{len(chunk) - len(found)} sampled ids missing")
+            for key, phone, status in found:
+                if status != (want := expected_status(phone)):
+                    wrong.append(f"id {key} {mask_number(phone)}: {status!r} != {want!r}")
+    return wrong
+
+
+def correctness_row(label: str, wrong: list[str], sample: int) -> Result:
+    """A result row that FAILs (and is printed loudly) when any sampled row is wrong."""
+    from bench.common import Goal
+
+    if wrong:
+        say(f"!!! WRONG STATUSES in {label}: {len(wrong)} of {sample} sampled rows, e.g. {wrong[:3]}")
+    return Result(
+        f"{label}: wrong statuses in a {sample:,}-row sample",
+        float(len(wrong)),
+        "rows",
+        goal=Goal(0, 0, on="value"),
+        note="status == expected_status(phone) for every sampled row",
+    )
+
+
+def describe(summary: RunSummary) -> str:
+    return (
+        f"due {summary.due_rows:,}, written {summary.rows_written:,}, distinct {summary.distinct_numbers:,}, "
+        f"sent {summary.requests_sent:,}, from store {summary.from_store:,}, "
+        f"local {summary.local_labels:,}, failures {summary.failures}"
+    )
