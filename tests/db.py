@@ -114,6 +114,20 @@ class Warehouse:
         self.engine.dispose()
 
 
+def customers(wh: Warehouse, phones: Sequence[Any], **kw: Any) -> str:
+    """A new customers table (``id``, ``phone``) holding ``phones`` in order; returns its name."""
+    name = wh.table_name("customers")
+    wh.create_customers(name, rows=[{"id": i, "phone": p} for i, p in enumerate(phones)], **kw)
+    return name
+
+
+def table_rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
+    """Every row of ``name`` as a dict, ordered by ``id``."""
+    with wh.engine.connect() as conn:
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+
+
 @pytest.fixture(params=list(SERVERS))
 def warehouse(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -28,7 +28,7 @@ from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
 from tests.airflow_run import test_dag_file
 from tests.conftest import FAST_RATE as RATE
-from tests.db import Warehouse
+from tests.db import Warehouse, customers, table_rows
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -132,18 +132,6 @@ def run_dag(folder: Path, dag_id: str, **kwargs: Any) -> Any:
 
 
 # -- database helpers ----------------------------------------------------------------------------
-
-
-def customers(wh: Warehouse, phones: list[Any], **kw: Any) -> str:
-    name = wh.table_name("customers")
-    wh.create_customers(name, rows=[{"id": i, "phone": p} for i, p in enumerate(phones)], **kw)
-    return name
-
-
-def table_rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
-    with wh.engine.connect() as conn:
-        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
 
 def set_phones(wh: Warehouse, name: str, phones: dict[int, str]) -> None:

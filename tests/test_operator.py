@@ -26,7 +26,7 @@ from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckO
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
 from tests.airflow_run import test_dag_file
-from tests.db import Warehouse
+from tests.db import Warehouse, customers, table_rows
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -72,18 +72,6 @@ def _xcom(dag_id: str, run_id: str) -> dict[str, Any] | None:
         return None
     value = json.loads(row) if isinstance(row, str) else row
     return value if isinstance(value, dict) else None
-
-
-def customers(wh: Warehouse, phones: list[Any], **kw: Any) -> str:
-    name = wh.table_name("customers")
-    wh.create_customers(name, rows=[{"id": i, "phone": p} for i, p in enumerate(phones)], **kw)
-    return name
-
-
-def table_rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
-    with wh.engine.connect() as conn:
-        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
 
 def check_kwargs(wh: Warehouse, name: str, **kw: Any) -> dict[str, Any]:
