@@ -8,24 +8,38 @@ answers are delivered. :func:`lookup_all` is the same for a known list.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 
-import httpx
-
 from airflow_provider_phonestatus.client import LookupClient
 from airflow_provider_phonestatus.exceptions import BatchStopped
+from airflow_provider_phonestatus.transport import Channel
 from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
 
 #: A delivered item: the number and its result, or None when the batch halted before asking.
 Delivery = tuple[str, PhoneStatusResult | None]
 _STOP = ""  # sentinel on the work queue: no more input for this worker
+#: Workers a batch starts with; more start while they would raise the request rate.
+INITIAL_WORKERS = 4
+#: Seconds between two decisions to add workers.
+GROWTH_INTERVAL = 0.05
+#: Process CPU (cores) above which more threads cannot help: the GIL runs one at a time.
+BUSY_CPU = 0.8
 
 
 class LookupBatch:
-    """Worker threads sharing the client's pacer; use as a context manager."""
+    """Worker threads sharing the client's pacer; use as a context manager.
+
+    Requests in flight are what keeps the plan rate while each answer takes ``latency`` seconds:
+    ``latency / interval`` of them (Little's law). The batch starts :data:`INITIAL_WORKERS` and
+    adds workers up to that figure, bounded by ``settings.concurrency``, but only while the process
+    has CPU to spare: when the client is CPU-bound (a fast vendor on a generous plan), extra threads
+    only fight over the GIL and make every request dearer.
+    """
 
     def __init__(self, client: LookupClient, backlog: int | None = None) -> None:
         self.client = client
@@ -39,6 +53,10 @@ class LookupBatch:
         self._running = 0
         self._outstanding = 0
         self._closed = False
+        self._lock = threading.Lock()  # workers, running count, growth
+        self._target = min(INITIAL_WORKERS, client.settings.concurrency)
+        self._next_growth = 0.0
+        self._marks = (time.monotonic(), time.process_time())
 
     def __enter__(self) -> LookupBatch:
         return self
@@ -75,7 +93,18 @@ class LookupBatch:
             raise RuntimeError("submit after close")
         self._outstanding += 1
         self._todo.put(national)
-        if len(self._workers) < min(self.client.settings.concurrency, self._outstanding):
+        if len(self._workers) < min(self._target, self._outstanding):
+            with self._lock:
+                self._start_workers()
+
+    @property
+    def workers(self) -> int:
+        """Worker threads started so far."""
+        return len(self._workers)
+
+    def _start_workers(self) -> None:
+        """Start workers up to the target, or one per queued number if fewer; hold ``_lock``."""
+        while not self._closed and len(self._workers) < min(self._target, self._outstanding):
             worker = threading.Thread(
                 target=self._work, name=f"phonestatus-{len(self._workers)}", daemon=True
             )
@@ -83,12 +112,34 @@ class LookupBatch:
             self._running += 1
             worker.start()
 
+    def _maybe_grow(self) -> None:
+        """Every :data:`GROWTH_INTERVAL`: raise the worker target to what the latency calls for,
+        unless the process was CPU-bound over the last interval."""
+        now = time.monotonic()
+        if now < self._next_growth or self._closed:
+            return
+        with self._lock:
+            if now < self._next_growth:
+                return
+            self._next_growth = now + GROWTH_INTERVAL
+            cpu = time.process_time()
+            wall_mark, cpu_mark = self._marks
+            self._marks = (now, cpu)
+            busy = (cpu - cpu_mark) / max(now - wall_mark, 1e-6)
+            client = self.client
+            needed = math.ceil(client.latency / client.pacer.interval) + 1
+            wanted = min(client.settings.concurrency, needed)
+            if busy < BUSY_CPU and wanted > self._target:
+                self._target = wanted
+                self._start_workers()
+
     def close(self) -> None:
         """No more submissions; workers exit once the queue is empty."""
-        if not self._closed:
-            self._closed = True
-            for _ in self._workers:
-                self._todo.put(_STOP)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for _ in self._workers:
+                    self._todo.put(_STOP)
 
     def halt(self) -> None:
         """Start no new request; requests in flight finish and are delivered."""
@@ -105,7 +156,8 @@ class LookupBatch:
                 return items
             block = False
             if item is None:
-                self._running -= 1
+                with self._lock:
+                    self._running -= 1
             elif isinstance(item, BaseException):
                 self.error = self.error or item
                 self.halt()
@@ -115,24 +167,25 @@ class LookupBatch:
 
     def _work(self) -> None:
         """Take numbers until told to stop; once halted, hand each back unasked so none goes missing."""
-        http = None
+        channel = None
         try:
-            http = self.client.new_http_client()
+            channel = self.client.new_channel()
         except Exception as exc:  # e.g. an unusable proxy URL: every worker would fail the same way
             self._fail(exc)
         try:
             while (national := self._todo.get()) != _STOP:
-                self._done.put((national, self._ask(http, national)))
+                self._done.put((national, self._ask(channel, national)))
+                self._maybe_grow()
         finally:
-            if http is not None:
-                http.close()
+            if channel is not None:
+                channel.close()
             self._done.put(None)
 
-    def _ask(self, http: httpx.Client | None, national: str) -> PhoneStatusResult | None:
-        if http is None or self._halt.is_set():
+    def _ask(self, channel: Channel | None, national: str) -> PhoneStatusResult | None:
+        if channel is None or self._halt.is_set():
             return None
         try:
-            result = self.client.lookup(http, national, self._halt)
+            result = self.client.lookup(channel, national, self._halt)
         except Exception as exc:  # BatchStopped, or a bug: surfaced to the caller, never swallowed
             self._fail(exc)
             return None

@@ -1,6 +1,6 @@
 """The lookup engine: paced, retried, concurrent requests for distinct national numbers.
 
-Each worker thread owns one keep-alive ``httpx.Client`` with a single connection. A single
+Each worker thread owns one :class:`~.transport.Channel`: one keep-alive connection. A single
 ``AsyncClient`` pool collapses when a hundred requests share it; a thread per connection keeps the
 per-request cost flat, and all workers share one :class:`~.pacing.Pacer`, so together they start
 requests exactly at the plan rate, whatever the concurrency.
@@ -12,6 +12,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -22,11 +23,13 @@ from airflow_provider_phonestatus.numbers import mask_number
 from airflow_provider_phonestatus.pacing import Pacer
 from airflow_provider_phonestatus.protocol import Outcome, Verdict, build_body, read_response
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
+from airflow_provider_phonestatus.transport import Channel, ssl_context
 from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "airflow-provider-phonestatus"
+#: Weight of the newest exchange in :attr:`LookupClient.latency` (a moving average).
+LATENCY_WEIGHT = 0.1
 
 
 @dataclass
@@ -59,37 +62,37 @@ class LookupClient:
         self.settings = settings
         self.stats = stats if stats is not None else LookupStats()
         self.pacer = Pacer(settings.rate_limit_per_minute)
+        #: Moving average of seconds per exchange (0 until the first): how many requests must be in
+        #: flight to keep the plan rate (see :class:`~.batch.LookupBatch`).
+        self.latency = 0.0
         self._streak = 0
         self._streak_lock = threading.Lock()
 
     @cached_property
-    def _verify(self) -> ssl.SSLContext | bool:
-        """One TLS context for all workers: building one costs ~40 ms of CPU, which at start-up
-        would delay paced requests by as much."""
-        return httpx.create_ssl_context() if self.settings.verify_ssl else False
+    def _ssl_context(self) -> ssl.SSLContext:
+        """Shared by every channel of this client (see :func:`~.transport.ssl_context`)."""
+        return ssl_context(self.settings.verify_ssl)
 
-    def new_http_client(self, connections: int = 1) -> httpx.Client:
-        s = self.settings
-        return httpx.Client(
-            timeout=s.timeout,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers={"X-API-Key": s.api_key, "Content-Type": "application/json", "User-Agent": USER_AGENT},
-            proxy=s.proxy,
-            verify=self._verify,
-        )
+    def new_channel(self) -> Channel:
+        """A connection of its own for one worker thread; close it when done."""
+        return Channel(self.settings, self._ssl_context)
 
-    def exchange(self, http: httpx.Client, body: bytes) -> Outcome:
+    def exchange(self, channel: Channel, body: bytes) -> Outcome:
         """One request, paced by the caller; transport failures become retryable outcomes."""
         self.stats.add(requests_sent=1)
+        started = time.monotonic()
         try:
-            response = http.post(self.settings.url, content=body)
+            response = channel.post(body)
         except httpx.TimeoutException:
             return Outcome(Verdict.RETRY, "timeout")
         except httpx.TransportError as exc:
             return Outcome(Verdict.RETRY, f"transport error: {type(exc).__name__}")
+        finally:  # unlocked: a lost update between threads only nudges an average
+            took = time.monotonic() - started
+            self.latency = took if not self.latency else self.latency + LATENCY_WEIGHT * (took - self.latency)
         return read_response(response.status_code, response.headers, response.content)
 
-    def lookup(self, http: httpx.Client, national: str, stop: threading.Event) -> PhoneStatusResult | None:
+    def lookup(self, channel: Channel, national: str, stop: threading.Event) -> PhoneStatusResult | None:
         """Ask until answered, rejected, or out of retries; None if the batch stopped first.
 
         Raises :class:`BatchStopped` when the vendor says something no retry fixes.
@@ -100,7 +103,7 @@ class LookupClient:
         while True:
             if not self.pacer.wait(stop):
                 return None
-            outcome = self.exchange(http, body)
+            outcome = self.exchange(channel, body)
             if outcome.verdict is Verdict.ANSWER:
                 self.stats.add(lookups_ok=1)
                 return outcome.result

@@ -11,8 +11,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import httpx
-
 from airflow_provider_phonestatus.protocol import build_body
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from bench import reference_clients
@@ -20,6 +18,7 @@ from bench.common import Goal, Result, Run, Sandbox, numbers, ratio, register, s
 
 if TYPE_CHECKING:
     from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
+    from airflow_provider_phonestatus.transport import Channel
 
 WINDOW_S = 5.0  #: sandbox rate-limit window in the pacing benchmark, short enough to be crossed
 IN_FLIGHT = 128  #: requests in flight for the baseline and the ceiling
@@ -43,9 +42,9 @@ def run_hook(hook: PhoneStatusHook, batch: Sequence[str], timed: bool = True) ->
     if timed:
         exchange, starts = client.exchange, run.starts
 
-        def timed_exchange(http: httpx.Client, body: bytes) -> object:
+        def timed_exchange(channel: Channel, body: bytes) -> object:
             starts.append(time.perf_counter())
-            return exchange(http, body)
+            return exchange(channel, body)
 
         client.exchange = timed_exchange  # type: ignore[assignment,method-assign]
     cpu = time.process_time()

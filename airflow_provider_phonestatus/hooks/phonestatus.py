@@ -128,10 +128,10 @@ class PhoneStatusHook(BaseHook):
             return False, str(exc)
         client.pacer.wait()
         settings = client.settings
-        with client.new_http_client() as http:
+        with client.new_channel() as channel:
             client.stats.add(requests_sent=1)
             try:
-                response = http.post(settings.url, content=build_body(settings.number_field, ""))
+                response = channel.post(build_body(settings.number_field, ""))
             except httpx.TransportError as exc:
                 return False, f"host unreachable: {settings.base_url} ({type(exc).__name__})"
         outcome = read_response(response.status_code, response.headers, response.content)
