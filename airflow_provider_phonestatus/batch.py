@@ -103,8 +103,13 @@ class LookupBatch:
         return len(self._workers)
 
     def _start_workers(self) -> None:
-        """Start workers up to the target, or one per queued number if fewer; hold ``_lock``."""
-        while not self._closed and len(self._workers) < min(self._target, self._outstanding):
+        """Start workers up to the target, or one per queued number if fewer; hold ``_lock``.
+
+        After :meth:`close` each new worker gets its own stop sentinel, queued behind every number
+        (the queue is FIFO), so no number is left unasked."""
+        while len(self._workers) < min(self._target, self._outstanding):
+            if self._closed:
+                self._todo.put(_STOP)
             worker = threading.Thread(
                 target=self._work, name=f"phonestatus-{len(self._workers)}", daemon=True
             )
@@ -116,7 +121,7 @@ class LookupBatch:
         """Every :data:`GROWTH_INTERVAL`: raise the worker target to what the latency calls for,
         unless the process was CPU-bound over the last interval."""
         now = time.monotonic()
-        if now < self._next_growth or self._closed:
+        if now < self._next_growth or self._halt.is_set():
             return
         with self._lock:
             if now < self._next_growth:

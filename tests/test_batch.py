@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from airflow_provider_phonestatus.batch import LookupBatch
+from airflow_provider_phonestatus.batch import INITIAL_WORKERS, LookupBatch
 from airflow_provider_phonestatus.client import LookupClient
 from airflow_provider_phonestatus.exceptions import BalanceExhausted
 from airflow_provider_phonestatus.progress import Progress, format_seconds
@@ -14,13 +14,8 @@ from airflow_provider_phonestatus.vocabulary import PhoneStatus
 
 
 def client_for(sandbox: SandboxServer, **changes: object) -> LookupClient:
-    settings = PhoneStatusSettings(
-        api_key=sandbox.config.api_key,
-        base_url=sandbox.url,
-        rate_limit_per_minute=600_000,
-        timeout=2.0,
-        **changes,
-    )
+    options: dict[str, object] = {"rate_limit_per_minute": 600_000, "timeout": 2.0, **changes}
+    settings = PhoneStatusSettings(api_key=sandbox.config.api_key, base_url=sandbox.url, **options)  # type: ignore[arg-type]
     return LookupClient(settings)
 
 
@@ -84,3 +79,35 @@ def test_progress_lines_say_done_total_rate_and_eta() -> None:
     assert "2,500/10,000 due rows done (25%)" in line and "60 lookups paid (1.0/s)" in line
     assert "ETA 3m 00s" in line and "40 in queue" in line
     assert format_seconds(3 * 3600 + 125) == "3h 02m" and format_seconds(float("inf")) == "unknown"
+
+
+def test_workers_grow_to_what_a_slow_vendor_needs_after_close(phonestatus_sandbox: SandboxServer) -> None:
+    # 100 ms answers at 100 requests/s need ~11 in flight (Little's law); the batch starts with
+    # INITIAL_WORKERS and must add the rest itself, also when every number came before close().
+    phonestatus_sandbox.configure(rate_limit_per_minute=None, latency_ms=100)
+    wanted = [f"1390000{i:04d}" for i in range(1, 81)]
+    batch = LookupBatch(client_for(phonestatus_sandbox, rate_limit_per_minute=6000, max_concurrency=32))
+    with batch:
+        for national in wanted:
+            batch.submit(national)
+        batch.close()
+        got = drain(batch)
+    assert set(got) == set(wanted)
+    assert all(getattr(r, "is_paid", False) for r in got.values())
+    ledger = phonestatus_sandbox.ledger()
+    assert ledger["requests"] == 80
+    assert INITIAL_WORKERS < batch.workers <= 32
+    assert ledger["max_concurrency"] > INITIAL_WORKERS
+
+
+def test_a_fast_vendor_needs_no_more_than_the_initial_workers(phonestatus_sandbox: SandboxServer) -> None:
+    # Answers in ~1 ms at 100 requests/s: two in flight keep the plan, so no worker is added.
+    phonestatus_sandbox.configure(rate_limit_per_minute=None, latency_ms=0)
+    wanted = [f"1390001{i:04d}" for i in range(1, 61)]
+    batch = LookupBatch(client_for(phonestatus_sandbox, rate_limit_per_minute=6000, max_concurrency=32))
+    with batch:
+        for national in wanted:
+            batch.submit(national)
+        batch.close()
+        got = drain(batch)
+    assert len(got) == 60 and batch.workers == INITIAL_WORKERS
