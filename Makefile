@@ -9,15 +9,20 @@ AIRFLOW_NEWEST ?= 3.3.2
 AIRFLOW_LOWEST ?= 3.1.8
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: demo test test-newest test-lowest lint bench clean services
+.PHONY: demo test test-newest test-lowest test-deployment lint bench clean services
 
 # mysqlclient (Airflow's MySQL provider, used for the MariaDB tests) compiles against the
 # MariaDB client headers; install them when missing (needs root, as on CI and the dev machines).
+# The connection-form test drives Debian's chromium (Playwright's browser downloads fail here),
+# with a CJK font so the vendor's Chinese messages are legible in its screenshots.
 .PHONY: sysdeps
 sysdeps:
 	@pkg-config --exists libmariadb 2>/dev/null || { \
 		echo "installing libmariadb-dev and pkg-config (needed to build mysqlclient)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config; }
+	@test -x /usr/bin/chromium && fc-list :lang=zh 2>/dev/null | grep -q . || { \
+		echo "installing chromium and fonts-wqy-microhei (the browser test of the connection form)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; }
 
 $(VENV)/.installed: pyproject.toml Makefile | sysdeps
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +52,14 @@ test-newest: $(VENV)/.installed services
 test-lowest: $(VENV_MIN)/.installed services
 	$(VENV_MIN)/bin/python -m pytest -q
 
-## The whole suite: lint, then every test on the newest and on the lowest Airflow admitted.
-test: lint test-newest test-lowest
+## A real Airflow deployment (API server, scheduler, DAG processor, PostgreSQL) running the
+## example DAGs against the sandbox: `-m deployment` selects what plain pytest deselects.
+test-deployment: $(VENV)/.installed services
+	$(VENV)/bin/python -m pytest -q -m deployment tests/deployment
+
+## The whole suite: lint, every test on the newest and on the lowest Airflow admitted, and the
+## deployment tests on the newest.
+test: lint test-newest test-lowest test-deployment
 
 ## The demo: sandbox + messy SQLite warehouse + the revalidation DAG through real Airflow.
 demo: $(VENV)/.installed

@@ -126,7 +126,7 @@ def high_plan(quick: bool) -> list[Result]:
     with sandbox(rate_limit_per_minute=None, latency_ms=150) as box:
         box.reset()
         hook = new_hook(box, per_minute)
-        say(f"hook at {per_minute}/min ({hook.settings.concurrency} threads): {count} numbers")
+        say(f"hook at {per_minute}/min ({hook.settings.concurrency} threads at most): {count} numbers")
         ours = run_hook(hook, batch)
         say(_describe(ours, hook, box.ledger()))
         box.reset()
@@ -193,7 +193,7 @@ def client_cpu(quick: bool) -> list[Result]:
     with sandbox(rate_limit_per_minute=None, latency_ms=0) as box:
         box.reset()
         hook = new_hook(box, 10_000_000)
-        say(f"hook, unlimited plan ({hook.settings.concurrency} threads): {count} numbers")
+        say(f"hook, unlimited plan ({hook.settings.concurrency} threads at most): {count} numbers")
         box_cpu = box.cpu_seconds()
         ours = run_hook(hook, batch, timed=False)
         ours_box = 1000 * (box.cpu_seconds() - box_cpu) / max(1, ours.answered)
@@ -211,7 +211,7 @@ def client_cpu(quick: bool) -> list[Result]:
             "req/s",
             baseline=base.throughput,
             ratio=ratio(ours.throughput, base.throughput),
-            note=f"ours/sync loop; {ours.ok} OK, {hook.settings.concurrency} threads",
+            note=f"ours/sync loop; {ours.ok} OK, {hook.settings.concurrency} threads at most",
         ),
         Result(
             "hook, unlimited plan: client CPU per 1k requests",

@@ -4,7 +4,7 @@ Both compare our refresh (run as ``PhoneStatusCheckOperator.execute`` runs it, s
 :mod:`bench.operator_common`) with the naive per-row loop a DAG author writes with stock parts, on
 the same messy table (``messy_phones``: many spellings, junk, landlines, foreign numbers, NULLs),
 built anew for each run. The sandbox answers instantly (latency 0) with no rate limit, and the
-hook's plan is "unlimited" (rate_limit_per_minute = 1e8, so concurrency derives to 128 threads).
+hook's plan is "unlimited" (rate_limit_per_minute = 1e8, so the batch may grow to 128 threads).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def operator_e2e(quick: bool) -> list[Result]:
             say(
                 f"ours: {ours.seconds:.1f} s ({ours_rate:,.0f} rows/s), client CPU {ours.cpu_s:.1f} s "
                 f"({1000 * ours.cpu_s / max(1, sent):.2f} ms per request), "
-                f"{hook.settings.concurrency} threads; {describe(ours.summary)}"
+                f"{hook.settings.concurrency} threads at most; {describe(ours.summary)}"
             )
             wrong = wrong_statuses(db, table, rows)
             db.drop(table)

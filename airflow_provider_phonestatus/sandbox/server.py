@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -183,26 +184,32 @@ class MaskedAccessLogger(AbstractAccessLogger):
 
 
 async def start_site(
-    state: SandboxState, host: str, port: int, access_log: bool = False
+    state: SandboxState,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
-    """Serve ``state`` on ``host:port`` (0 = any free port); returns the runner and the base URL."""
+    """Serve ``state`` on ``host:port`` (0 = any free port), over TLS with ``ssl_context``;
+    returns the runner and the base URL."""
     logger = logging.getLogger("aiohttp.access") if access_log else None
     runner = web.AppRunner(
         make_app(state), access_log=logger, access_log_class=MaskedAccessLogger, shutdown_timeout=0.5
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return runner, f"http://{shown}:{bound_port}"
+    return runner, f"{'https' if ssl_context else 'http'}://{shown}:{bound_port}"
 
 
 class SandboxServer(SandboxBase):
     """The sandbox on a background thread with its own event loop; controls act in-process.
 
     Use it as ``with SandboxServer() as sandbox: httpx.post(sandbox.endpoint_url, ...)``.
-    ``access_log=True`` logs request lines, numbers masked, to the ``aiohttp.access`` logger.
+    ``access_log=True`` logs request lines, numbers masked, to the ``aiohttp.access`` logger;
+    ``ssl_context`` serves HTTPS (the real vendor's scheme) with that context's certificate.
     Its event loop shares the GIL with the caller's threads: under load it timestamps arrivals late
     and in bursts, so tests of a client's pacing should use ``SandboxProcess`` (same API).
     """
@@ -213,9 +220,11 @@ class SandboxServer(SandboxBase):
         host: str = "127.0.0.1",
         port: int = 0,
         access_log: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.state = SandboxState(config or SandboxConfig())
         self.host, self.port, self.access_log = host, port, access_log
+        self.ssl_context = ssl_context
         self._url = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -232,7 +241,7 @@ class SandboxServer(SandboxBase):
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             try:
-                site = start_site(self.state, self.host, self.port, self.access_log)
+                site = start_site(self.state, self.host, self.port, self.access_log, self.ssl_context)
                 runner, self._url = loop.run_until_complete(site)
             except BaseException as exc:  # reported to start()'s caller
                 failure.append(exc)
