@@ -450,6 +450,22 @@ def test_writer_composite_key_and_batches(warehouse: Warehouse, conn: sa.Connect
         writer.write(conn, [RowUpdate((1,), "a", answer())])
 
 
+def test_writer_batches_of_keys_in_any_order_touch_exactly_their_rows(
+    warehouse: Warehouse, conn: sa.Connection
+) -> None:
+    # PostgreSQL's staged UPDATE is bounded by the batch's lowest and highest key: rows inside that
+    # span but outside the batch must stay as they are, and every key of the batch is written.
+    rows = [{"id": i, "phone": f"138001380{i:02d}"} for i in range(1, 51)]
+    target = load(conn, customers(warehouse, rows=rows))
+    writer = RowWriter(target)
+    batches = [[40, 3, 27], [50], [12, 11, 10, 49]]
+    for ids in batches:
+        assert writer.write(conn, [RowUpdate((i,), str(i), answer()) for i in ids]) == len(ids)
+        conn.commit()
+    written = {k[0] for k, r in select_all(conn, target).items() if r["phone_status"] == "active"}
+    assert written == {i for ids in batches for i in ids}
+
+
 # --- results store -------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from airflow_provider_phonestatus.warehouse.table import (
 
 DEFAULT_NAME = "phone_status_results"
 CHUNK = 1000  #: numbers per lookup query and rows per upsert statement
+ARRAY_CHUNK = 10_000  #: numbers per lookup query on PostgreSQL, where they travel as one array
 
 #: Naive UTC with microseconds everywhere (MariaDB's plain DATETIME drops them).
 TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
@@ -130,11 +131,13 @@ class ResultStore:
                 .render_derived(name="wanted")
             )
             query = selected.select_from(wanted.join(t, t.c.national == wanted.c.national))
+            size = ARRAY_CHUNK
         else:
             query = selected.where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
+            size = CHUNK
         fresh = _freshness(policy, now)
         status, checked_at = columns.index("status"), columns.index("checked_at")
-        for chunk in _chunks(dict.fromkeys(nationals)):
+        for chunk in _chunks(dict.fromkeys(nationals), size):
             for row in conn.execute(query, {"nationals": chunk}).all():
                 if fresh(row[status], row[checked_at]):
                     yield row
@@ -279,7 +282,7 @@ def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
     return table
 
 
-def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
+def _chunks(values: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
     iterator = iter(values)
-    while chunk := list(itertools.islice(iterator, CHUNK)):
+    while chunk := list(itertools.islice(iterator, size)):
         yield chunk

@@ -29,6 +29,8 @@ from airflow_provider_phonestatus.warehouse.table import (
 )
 
 _STAGED_DIALECTS = ("postgresql", "mysql")
+#: Key types whose values order alike in Python and in SQL.
+_ORDERED_ALIKE = (sa.Integer, sa.Numeric, sa.Date, sa.DateTime)
 _MISSING: Any = object()
 #: A row handed to :meth:`RowWriter.write_groups`: (key, phone_text, anything else...).
 Row = tuple[Any, ...]
@@ -263,12 +265,36 @@ class RowWriter:
             .values({table.c[name]: stage.c[role] for role, name in self._names.items()})
             .where(*(k == stage.c[f"k{i}"] for i, k in enumerate(self._target.keys)))
         )
+        if (span := self._key_span(conn.dialect, batch)) is not None:
+            statement = statement.where(span)
         count = conn.execute(statement).rowcount
         if conn.dialect.name == "postgresql":  # DELETE would leave dead rows no vacuum ever visits
             conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(stage)}")
         else:  # MariaDB: TRUNCATE would commit the caller's transaction
             conn.execute(sa.delete(stage))
         return count
+
+    def _key_span(self, dialect: sa.Dialect, batch: list[tuple[Any, ...]]) -> sa.ColumnElement[bool] | None:
+        """``first key BETWEEN lowest AND highest`` of the batch, for PostgreSQL: its planner joins
+        the stage by a merge join whose index scan otherwise starts at the table's first key, so
+        each batch read the index up to its own keys (a million-row table: 110 ms per batch at
+        the middle, quadratic in table size). Only for numbers and dates, which order the same in
+        Python and in SQL (text follows the database's collation), passed as they are (no bind
+        processor); None otherwise."""
+        key = self._target.keys[0]
+        if (
+            dialect.name != "postgresql"
+            or not isinstance(key.type, _ORDERED_ALIKE)
+            or key.type.dialect_impl(dialect).bind_processor(dialect) is not None
+        ):
+            return None
+        position = _TEXT + 1
+        try:
+            low = min(record[position] for record in batch)
+            high = max(record[position] for record in batch)
+        except TypeError:  # values that do not order in Python: no span, the join still holds
+            return None
+        return key.between(sa.literal(low, key.type), sa.literal(high, key.type))
 
     def _staging(self, conn: sa.Connection) -> sa.Table:
         if self._stage is None or self._stage_conn is not conn:
