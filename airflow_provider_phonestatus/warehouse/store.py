@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from airflow_provider_phonestatus.warehouse.table import (
 
 DEFAULT_NAME = "phone_status_results"
 CHUNK = 1000  #: numbers per lookup query and rows per upsert statement
-ARRAY_CHUNK = 10_000  #: numbers per lookup query on PostgreSQL, where they travel as one array
+ARRAY_CHUNK = 10_000  #: numbers per lookup query where they travel as one array (PostgreSQL, SQLite)
 
 #: Naive UTC with microseconds everywhere (MariaDB's plain DATETIME drops them).
 TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
@@ -120,6 +121,7 @@ class ResultStore:
         """The stored rows (``columns``, "national" first) of ``nationals`` that are still fresh."""
         t = self.table
         selected = sa.select(*(t.c[name] for name in columns))
+        encode: Callable[[list[str]], Any] = list
         if conn.dialect.name == "postgresql":
             # One array parameter (no 1,000-parameter statement), joined as a set: the planner
             # probes the primary key per number even without statistics on the store, where
@@ -132,13 +134,21 @@ class ResultStore:
             )
             query = selected.select_from(wanted.join(t, t.c.national == wanted.c.national))
             size = ARRAY_CHUNK
+        elif conn.dialect.name == "sqlite" and _sqlite_version(conn.dialect) >= (3, 38):
+            # One JSON array parameter (JSON is built into SQLite since 3.38) instead of a statement
+            # of 1,000 placeholders expanded and bound per chunk: 7.0 -> 4.9 us per number.
+            listed = sa.select(sa.column("value", sa.String)).select_from(
+                sa.func.json_each(sa.bindparam("nationals", type_=sa.String))
+            )
+            query = selected.where(t.c.national.in_(listed))
+            size, encode = ARRAY_CHUNK, _json_list
         else:
             query = selected.where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
             size = CHUNK
         fresh = _freshness(policy, now)
         status, checked_at = columns.index("status"), columns.index("checked_at")
         for chunk in _chunks(dict.fromkeys(nationals), size):
-            for row in conn.execute(query, {"nationals": chunk}).all():
+            for row in conn.execute(query, {"nationals": encode(chunk)}).all():
                 if fresh(row[status], row[checked_at]):
                     yield row
 
@@ -280,6 +290,15 @@ def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
     if found := [p for p in problems if p]:
         raise PhoneStatusConfigError(f"table {name!r} exists but does not fit: {'; '.join(found)}")
     return table
+
+
+def _sqlite_version(dialect: sa.Dialect) -> tuple[int, ...]:
+    """The SQLite library's version under the dialect's driver, (0,) when it does not say."""
+    return tuple(getattr(dialect.dbapi, "sqlite_version_info", (0,)))
+
+
+def _json_list(values: list[str]) -> str:
+    return json.dumps(values, separators=(",", ":"))
 
 
 def _chunks(values: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
