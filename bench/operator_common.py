@@ -40,6 +40,7 @@ from airflow_provider_phonestatus.sandbox.customers import expected_status, mess
 from airflow_provider_phonestatus.sandbox.truth import expected
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from airflow_provider_phonestatus.vocabulary import VENDOR_CODES, PhoneStatusResult
+from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from bench.common import SANDBOX_KEY, Result, say
 
 if TYPE_CHECKING:
@@ -47,16 +48,8 @@ if TYPE_CHECKING:
     from airflow_provider_phonestatus.summary import RunSummary
 
 PG_URI = "postgres://postgres@127.0.0.1:5432/test"
-#: The status columns' default names (StatusColumns), in the order the baseline writes them.
-STATUS_COLUMNS = (
-    "phone_status",
-    "phone_status_code",
-    "phone_carrier",
-    "phone_ported",
-    "phone_checked_at",
-    "phone_order_no",
-    "phone_checked_value",
-)
+#: The status columns' default names, in the order the baseline writes them.
+STATUS_COLUMNS = tuple(StatusColumns().names().values())
 UNLIMITED_PER_MINUTE = 100_000_000  #: "hook plan unlimited": the pacer never waits
 CHUNK = 50_000  #: rows per executemany / store save while building tables
 
@@ -285,7 +278,6 @@ def run_refresh(db: Db, table: str, hook: PhoneStatusHook, store_name: str, runl
     from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
     from airflow_provider_phonestatus.revalidation import RevalidationPolicy
     from airflow_provider_phonestatus.summary import RunSummary
-    from airflow_provider_phonestatus.warehouse.columns import StatusColumns
     from airflow_provider_phonestatus.warehouse.runlog import RunLog
     from airflow_provider_phonestatus.warehouse.store import ResultStore
     from airflow_provider_phonestatus.warehouse.table import TargetTable
@@ -320,15 +312,7 @@ def run_refresh(db: Db, table: str, hook: PhoneStatusHook, store_name: str, runl
         refresh.run()
         summary.state = "success"
         conn.rollback()
-        runlog.finish(
-            conn,
-            run_uid,
-            state=summary.state,
-            ended_at=dt.datetime.now(dt.UTC),
-            counts=summary.run_log_counts(),
-            status_counts=dict(summary.status_counts),
-            error=None,
-        )
+        runlog.finish_run(conn, run_uid, summary)
         conn.commit()
     return Refresh(summary, time.perf_counter() - started, time.process_time() - cpu)
 
@@ -419,7 +403,6 @@ def naive_update(db: Db, table: str) -> sa.TextClause:
 
 def add_status_columns(db: Db, table: str) -> None:
     """What the DAG author does once by hand: the seven status columns, as the operator types them."""
-    from airflow_provider_phonestatus.warehouse.columns import StatusColumns
     from airflow_provider_phonestatus.warehouse.table import TargetTable
 
     with db.engine.connect() as conn:

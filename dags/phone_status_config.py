@@ -95,6 +95,10 @@ DEFAULT_RUN_LOG_TABLE = "phone_status_runs"
 #: read when the task renders its fields, never when the file is parsed.
 RESULTS_TABLE_TEMPLATE = f"{{{{ var.value.get('{VAR_RESULTS_TABLE}', '{DEFAULT_RESULTS_TABLE}') }}}}"
 RUN_LOG_TABLE_TEMPLATE = f"{{{{ var.value.get('{VAR_RUN_LOG_TABLE}', '{DEFAULT_RUN_LOG_TABLE}') }}}}"
+#: Templates for ``max_checks`` / ``time_budget`` of scheduled checks: the run's budget from the
+#: ``phonestatus_budget`` macro (:func:`budget_macro`), computed when the task renders its fields.
+MAX_CHECKS_TEMPLATE = "{{ phonestatus_budget(dag_run)['max_checks'] }}"
+TIME_BUDGET_TEMPLATE = "{{ phonestatus_budget(dag_run)['time_budget'] }}"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TABLE_KEYS = {"key_column", "phone_column", "filter_columns", "source_asset"}

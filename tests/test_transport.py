@@ -10,14 +10,10 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
-from airflow_provider_phonestatus.client import LookupClient
-from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
 from airflow_provider_phonestatus.protocol import build_body
 from airflow_provider_phonestatus.sandbox import SandboxServer
-from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from airflow_provider_phonestatus.vocabulary import PhoneStatus
-
-FAST = {"rate_limit_per_minute": 600_000, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 2.0}
+from tests.test_hook import make_hook
 
 
 @pytest.fixture
@@ -30,14 +26,9 @@ def tls_sandbox() -> Iterator[SandboxServer]:
         yield sandbox
 
 
-def settings_for(sandbox: SandboxServer, **changes: object) -> PhoneStatusSettings:
-    options: dict[str, object] = {**FAST, **changes}
-    return PhoneStatusSettings(api_key=sandbox.config.api_key, base_url=sandbox.url, **options)  # type: ignore[arg-type]
-
-
 def test_lookups_over_tls(tls_sandbox: SandboxServer) -> None:
     assert tls_sandbox.url.startswith("https://")
-    hook = PhoneStatusHook(settings=settings_for(tls_sandbox, verify_ssl=False))
+    hook = make_hook(tls_sandbox, verify_ssl=False)
     results = dict(hook.check_many(["13800138000", "13800138001"]))
     assert results["13800138000"].status is PhoneStatus.NOT_IN_SERVICE
     assert results["13800138001"].status is PhoneStatus.ACTIVE
@@ -46,7 +37,7 @@ def test_lookups_over_tls(tls_sandbox: SandboxServer) -> None:
 
 
 def test_an_untrusted_certificate_is_refused_before_any_request(tls_sandbox: SandboxServer) -> None:
-    hook = PhoneStatusHook(settings=settings_for(tls_sandbox, verify_ssl=True))
+    hook = make_hook(tls_sandbox, verify_ssl=True)
     ok, message = hook.test_connection()
     assert not ok and "host unreachable" in message and "ConnectError" in message
     assert tls_sandbox.ledger()["requests"] == 0  # the handshake failed: nothing reached the API
@@ -59,8 +50,7 @@ def test_a_connection_closed_by_the_server_while_idle_is_reopened_without_a_fail
     sandbox = SandboxServer(port=port)
     sandbox.start()
     try:
-        client = LookupClient(settings_for(sandbox))
-        with client.new_channel() as channel:
+        with make_hook(sandbox).client.new_channel() as channel:
             first = channel.post(build_body("mobile", "13800138001"))
             sandbox.stop()  # closes every connection, ours included, while it is idle
             sandbox.start()

@@ -219,15 +219,7 @@ class PhoneStatusCheckOperator(BaseOperator):
     def _finish_log(self, conn: sa.Connection, runlog: RunLog, run_uid: str, summary: RunSummary) -> None:
         try:
             conn.rollback()  # whatever was cut off; answers were committed batch by batch
-            runlog.finish(
-                conn,
-                run_uid,
-                state=summary.state,
-                ended_at=dt.datetime.now(dt.UTC),
-                counts=summary.run_log_counts(),
-                status_counts=dict(summary.status_counts),
-                error=summary.error,
-            )
+            runlog.finish_run(conn, run_uid, summary)
             conn.commit()
         except Exception:
             self.log.exception("could not record the run in %s", self.run_log_table)

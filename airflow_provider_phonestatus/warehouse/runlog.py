@@ -11,13 +11,16 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.revalidation import to_naive_utc
 from airflow_provider_phonestatus.warehouse.store import TIMESTAMP, ensure_table
 from airflow_provider_phonestatus.warehouse.table import split_name
+
+if TYPE_CHECKING:  # summary.py reads this module's COUNTERS
+    from airflow_provider_phonestatus.summary import RunSummary
 
 DEFAULT_NAME = "phone_status_runs"
 STATES = ("running", "success", "failed", "dry_run")
@@ -123,6 +126,18 @@ class RunLog:
         }
         t = self.table
         conn.execute(sa.update(t).where(t.c.run_uid == run_uid).values(values))
+
+    def finish_run(self, conn: sa.Connection, run_uid: str, summary: RunSummary) -> None:
+        """:meth:`finish` with a run's summary (state, counts, statuses, error), ended now."""
+        self.finish(
+            conn,
+            run_uid,
+            state=summary.state,
+            ended_at=dt.datetime.now(dt.UTC),
+            counts=summary.run_log_counts(),
+            status_counts=dict(summary.status_counts),
+            error=summary.error,
+        )
 
     def previous(
         self,
