@@ -36,6 +36,7 @@ from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResu
 from airflow_provider_phonestatus.warehouse.due import DueList
 from airflow_provider_phonestatus.warehouse.store import ResultStore, StoredValues
 from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.write_behind import WriteBehind
 from airflow_provider_phonestatus.warehouse.writer import RowWriter
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class TableRefresh:
         # Which store entries count as fresh: by age, or when ignoring ages only this run's answers.
         self._store_policy = RevalidationPolicy.answered_since() if options.ignore_ages else policy
         self._writer = None if options.dry_run else RowWriter(target)
+        self._behind: WriteBehind | None = None  # free rows written on a second connection
         self._seen: set[int] = set()  # distinct numbers of this run, as ints (compact)
         self._paid: set[int] = set()  # answered by the vendor this run: later store hits are not free
         self._waiting: dict[str, Waiting] = {}  # submitted, answer not yet taken
@@ -150,6 +152,8 @@ class TableRefresh:
         self.summary.due_rows = due.total
         progress = Progress(due.total, opts.progress_interval)
         batch = LookupBatch(self.hook.client)
+        if self._writer is not None and WriteBehind.suits(self.conn):
+            self._behind = WriteBehind(self.conn.engine, self.target)
         failed = True
         try:
             with due, batch, _fewer_gc_passes():
@@ -184,10 +188,15 @@ class TableRefresh:
                 self.conn.rollback()  # a statement may have been cut off mid-way
             self._take(batch, timeout=0)
             self._flush()
+            if self._behind is not None:
+                self.summary.rows_written += self._behind.wait()
         except Exception:
             if not failed:
                 raise
             log.exception("could not save %d answered rows while the run was failing", self._row_count)
+        finally:
+            if self._behind is not None:
+                self._behind.close()
 
     def _rows_done(self) -> int:
         return self.summary.rows_written + self._row_count
@@ -329,12 +338,19 @@ class TableRefresh:
             self._flush()
 
     def _flush(self) -> None:
-        """Store answers and row statuses in one transaction, then forget them from memory."""
+        """Store answers and row statuses in one transaction, then forget them from memory. With
+        write-behind, a batch of free rows only is handed to the second connection instead."""
         self._last_flush = time.monotonic()
         if self.options.dry_run or self._writer is None or not (self._rows or self._stored):
             self._rows.clear()
             self._row_count = 0
             return
+        if self._behind is not None:
+            if not self._stored:  # free rows only: written behind while the run goes on
+                rows, self._rows, self._row_count = self._rows, [], 0
+                self.summary.rows_written += self._behind.submit(rows)
+                return
+            self.summary.rows_written += self._behind.wait()  # paid answers: now, on this connection
         if self.store is not None and self._stored:
             self.store.save(self.conn, self._stored)
         self.summary.rows_written += self._writer.write_groups(self.conn, self._rows)

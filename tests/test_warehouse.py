@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -466,6 +467,30 @@ def test_writer_batches_of_keys_in_any_order_touch_exactly_their_rows(
     assert written == {i for ids in batches for i in ids}
 
 
+@pytest.mark.parametrize("third", [sa.Numeric(10, 2), sa.Time()], ids=["numeric", "time"])
+def test_writer_keys_of_other_types(
+    warehouse: Warehouse, conn: sa.Connection, third: sa.types.TypeEngine[Any]
+) -> None:
+    # PostgreSQL writes the stage by binary COPY when every column type allows it (dates,
+    # numbers, text) and by text COPY otherwise (a TIME key): both must land on exactly their rows.
+    values = [
+        (dt.date(2025, 1, d), "cn", dt.time(9, d) if isinstance(third, sa.Time) else d * 1.25)
+        for d in (1, 2, 3)
+    ]
+    key = [sa.Column("day", sa.Date), sa.Column("region", sa.String(8)), sa.Column("third", third)]
+    rows = [{"day": a, "region": b, "third": c, "phone": "13800138001"} for a, b, c in values]
+    target = load(conn, customers(warehouse, rows=rows, key=key), key_columns=["day", "region", "third"])
+    keys = [target.key_of(r) for r in conn.execute(sa.select(target.table)).all()]
+    # the due list gives the keys back as the database's types convert them (dates, not text)
+    assert sorted(row.key for row in due(conn, target)) == sorted(keys)
+    assert all(isinstance(key[0], dt.date) for key in keys)
+    writer = RowWriter(target)
+    assert writer.write(conn, [RowUpdate(k, "13800138001", answer(ported=True)) for k in keys[:2]]) == 2
+    conn.commit()
+    written = {k: (r["phone_status"], r["phone_ported"]) for k, r in select_all(conn, target).items()}
+    assert written == {keys[0]: ("active", True), keys[1]: ("active", True), keys[2]: (None, None)}
+
+
 # --- results store -------------------------------------------------------------------------------
 
 
@@ -519,6 +544,84 @@ def test_store_upsert_and_chunks(warehouse: Warehouse, conn: sa.Connection) -> N
     assert (fresh["13800000008"].status, fresh["13800000008"].order_no) == (PhoneStatus.POWERED_OFF, "D")
     with pytest.raises(PhoneStatusConfigError, match=r"138\*\*\*\*8000"):
         store.save(conn, [("+8613800138000", answer())])
+
+
+class _PythonPolicy(RevalidationPolicy):
+    """The default ages, decided by a subclass's own ``is_fresh``: the store asks it per row."""
+
+    def is_fresh(self, status: str | None, checked_at: dt.datetime | None, now: dt.datetime) -> bool:
+        return super().is_fresh(status, checked_at, now)
+
+
+@pytest.mark.parametrize("policy", [POLICY, _PythonPolicy()], ids=["in SQL", "policy subclass"])
+def test_store_freshness_at_the_cutoff(
+    warehouse: Warehouse, conn: sa.Connection, policy: RevalidationPolicy
+) -> None:
+    # Freshness is decided in SQL: an answer exactly as old as its status's age is still fresh,
+    # one microsecond older is not, exactly as RevalidationPolicy.is_fresh decides it.
+    store = ResultStore.ensure(conn, warehouse.table_name("results"))
+    age = POLICY.ages[PhoneStatus.POWERED_OFF]
+    at_cutoff = answer(PhoneStatus.POWERED_OFF, age_days=age.days)
+    older = dataclasses.replace(at_cutoff, checked_at=at_cutoff.checked_at - dt.timedelta(microseconds=1))
+    store.save(conn, [("13800138001", at_cutoff), ("13800138002", older), ("13800138003", answer())])
+    conn.commit()
+    wanted = ["13800138001", "13800138002", "13800138003", "13800138001"]
+    expected = ["13800138001", "13800138003"]
+    assert sorted(store.fresh(conn, wanted, policy, NOW)) == expected
+    assert sorted(store.fresh_values(conn, wanted, policy, NOW)) == expected
+    assert all(
+        policy.is_fresh(r.status.value, r.checked_at, NOW)
+        for r in store.fresh(conn, wanted, policy, NOW).values()
+    )
+
+
+@pytest.mark.parametrize("columns", ["default", "other types"])
+def test_store_values_write_what_the_answer_writes(
+    warehouse: Warehouse, conn: sa.Connection, columns: str
+) -> None:
+    # A row answered from the store (fresh_values, the driver's values passed through or converted
+    # for the target's column types) gets exactly what the original answer writes.
+    store = ResultStore.ensure(conn, warehouse.table_name("results"))
+    exact = NOW - dt.timedelta(hours=5, microseconds=654321)
+    answers = {
+        "13800138001": PhoneStatusResult(
+            PhoneStatus.ACTIVE, "1", Carrier.CHINA_MOBILE, "移动", True, "ORD-1234567890", None, exact
+        ),
+        "13800138002": answer(PhoneStatus.POWERED_OFF, ported=False, order_no="B"),
+        "13800138003": PhoneStatusResult.rejected("400", "bad number"),
+        "13800138004": answer(carrier=Carrier.UNKNOWN, carrier_raw="虚拟"),
+    }
+    store.save(conn, list(answers.items()))
+    conn.commit()
+
+    def extra() -> list[sa.Column[Any]]:  # an INTEGER flag and a short order number: converted and cut
+        if columns == "default":
+            return []
+        return [sa.Column("phone_ported", sa.Integer), sa.Column("phone_order_no", sa.String(8))]
+
+    keys = {national: i for i, national in enumerate(answers, start=1)}
+    rows = [{"id": i, "phone": national} for national, i in keys.items()]
+    tables = []
+    for _ in range(2):
+        name = warehouse.table_name("cust")
+        warehouse.create_customers(name, rows, extra_columns=extra())
+        tables.append(load(conn, name))
+    from_store = store.fresh_values(conn, list(answers), POLICY, NOW)
+    assert sorted(from_store) == sorted(answers)
+    RowWriter(tables[0]).write(conn, [RowUpdate((keys[n],), n, a) for n, a in answers.items()])
+    groups = [(values, [((keys[n],), n)]) for n, values in from_store.items()]
+    assert RowWriter(tables[1]).write_groups(conn, groups) == len(answers)
+    conn.commit()
+    by_answer, by_store = (select_all(conn, target) for target in tables)
+    assert by_store == by_answer
+    first = by_store[(1,)]
+    stamp = exact.replace(tzinfo=None)
+    if warehouse.dialect == "mysql":  # the target's plain DATETIME keeps whole seconds
+        stamp = stamp.replace(microsecond=0)
+    assert first["phone_checked_at"] == stamp and first["phone_ported"]
+    assert first["phone_order_no"] == ("ORD-1234" if columns == "other types" else "ORD-1234567890")
+    assert by_store[(2,)]["phone_ported"] is not None and not by_store[(2,)]["phone_ported"]
+    assert by_store[(4,)]["phone_carrier"] == "unknown"
 
 
 def test_store_ensure_checks_an_existing_table(warehouse: Warehouse, conn: sa.Connection) -> None:

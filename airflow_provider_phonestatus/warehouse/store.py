@@ -55,6 +55,9 @@ def results_table(name: str = DEFAULT_NAME) -> sa.Table:
         sa.Column("message", sa.String(255)),
         sa.Column("checked_at", TIMESTAMP, nullable=False),
         schema=schema,
+        # SQLite: the rows live in the primary key's own B-tree, so a lookup is one descent, not
+        # an index descent and then a rowid one.
+        sqlite_with_rowid=False,
     )
 
 
@@ -81,7 +84,7 @@ class ResultStore:
         """National -> stored answer, for those still within their status's revalidation age."""
         return {
             row[0]: result
-            for row in self._fresh_rows(conn, nationals, policy, now, _READ)
+            for row in self._fresh_rows(conn, nationals, policy, now, [self.table.c[n] for n in _READ])
             if (result := _result(*row[1:]))
         }
 
@@ -92,23 +95,29 @@ class ResultStore:
         policy: RevalidationPolicy,
         now: dt.datetime,
     ) -> dict[str, StoredValues]:
-        """:meth:`fresh` as the values a table row receives for each answer (what ``RowWriter``
-        writes for ``fresh(...)[national]``), without building a result per number: for a
-        refresh that answers millions of rows from the store."""
-        found: dict[str, StoredValues] = {}
-        for national, status, code, carrier, ported, order_no, checked_at in self._fresh_rows(
-            conn, nationals, policy, now, _VALUES
-        ):
-            if status in _STORED:  # as _result: a status no run of ours would have written is no answer
-                found[national] = (
-                    status,
-                    code,
-                    None if carrier is None else carrier if carrier in _CARRIERS else Carrier.UNKNOWN.value,
-                    ported,
-                    checked_at if checked_at.tzinfo is None else checked_at.replace(tzinfo=None),
-                    order_no,
-                )
-        return found
+        """:meth:`fresh` as the values a table row receives for each answer, for a refresh that
+        answers millions of rows from the store: no result object, no conversion per number.
+
+        ``ported`` and ``checked_at`` come as the driver reads them (SQLite: 0/1 and the ISO text
+        SQLAlchemy stores); ``RowWriter`` converts them only where the target column would bind
+        them differently. Unknown carriers read as ``unknown``, as :meth:`fresh` reads them.
+        """
+        t = self.table
+        carrier = t.c.carrier
+        columns = (
+            t.c.national,
+            t.c.status,
+            t.c.vendor_code,
+            sa.case(
+                (sa.or_(carrier.is_(None), carrier.in_(list(_CARRIERS))), carrier),
+                else_=sa.literal(Carrier.UNKNOWN.value, carrier.type),
+            ).label("carrier"),
+            sa.type_coerce(t.c.ported, sa.types.NullType()).label("ported"),
+            sa.type_coerce(t.c.checked_at, sa.types.NullType()).label("checked_at"),
+            t.c.order_no,
+        )
+        rows = self._fresh_rows(conn, nationals, policy, now, columns, raw=True)
+        return {row[0]: row[1:] for row in rows}  # type: ignore[misc]  # the columns above
 
     def _fresh_rows(
         self,
@@ -116,23 +125,32 @@ class ResultStore:
         nationals: Collection[str],
         policy: RevalidationPolicy,
         now: dt.datetime,
-        columns: Sequence[str],
-    ) -> Iterator[tuple[Any, ...]]:
-        """The stored rows (``columns``, "national" first) of ``nationals`` that are still fresh."""
+        columns: Sequence[sa.ColumnElement[Any]],
+        raw: bool = False,
+    ) -> Iterator[Sequence[Any]]:
+        """``columns`` (the number first) of the stored answers of ``nationals`` that are fresh by
+        ``policy`` at ``now`` and of a status a run of ours writes; freshness is decided in SQL
+        (by the policy's own ``is_fresh`` in Python when a subclass changes it)."""
         t = self.table
-        selected = sa.select(*(t.c[name] for name in columns))
+        fresh = _sql_freshness(t, policy, now)
+        if fresh is None:
+            columns = [*columns, t.c.status.label("policy_status"), t.c.checked_at.label("policy_at")]
+        selected = sa.select(*columns).where(t.c.status.in_(list(_STORED)))
+        if fresh is not None:
+            selected = selected.where(fresh)
         encode: Callable[[list[str]], Any] = list
         if conn.dialect.name == "postgresql":
-            # One array parameter (no 1,000-parameter statement), joined as a set: the planner
-            # probes the primary key per number even without statistics on the store, where
-            # "national = ANY(array)" is planned as a full scan per chunk (75 ms per 1,000 numbers
-            # in a 400,000-row store just filled, 7 ms with the join).
+            # One array parameter (no 1,000-parameter statement), each number probed through the
+            # primary key by a LATERAL ... LIMIT 1 subquery. A plain join is planned from table
+            # statistics: on a store filled since its last ANALYZE the planner chose to hash a
+            # full scan of the store for every chunk, several times slower than the probes.
             wanted = (
                 sa.func.unnest(sa.bindparam("nationals", type_=postgresql.ARRAY(sa.String)))
                 .table_valued("national")
                 .render_derived(name="wanted")
             )
-            query = selected.select_from(wanted.join(t, t.c.national == wanted.c.national))
+            found = selected.where(t.c.national == wanted.c.national).limit(1).lateral("found")
+            query = sa.select(*found.c).select_from(wanted.join(found, sa.true()))
             size = ARRAY_CHUNK
         elif conn.dialect.name == "sqlite" and _sqlite_version(conn.dialect) >= (3, 38):
             # One JSON array parameter (JSON is built into SQLite since 3.38) instead of a statement
@@ -145,12 +163,20 @@ class ResultStore:
         else:
             query = selected.where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
             size = CHUNK
-        fresh = _freshness(policy, now)
-        status, checked_at = columns.index("status"), columns.index("checked_at")
-        for chunk in _chunks(dict.fromkeys(nationals), size):
-            for row in conn.execute(query, {"nationals": encode(chunk)}).all():
-                if fresh(row[status], row[checked_at]):
-                    yield row
+        # Sorted, the numbers are probed in index order: neighbouring probes share index pages.
+        for chunk in _chunks(sorted(set(nationals)), size):
+            result = conn.execute(query, {"nationals": encode(chunk)})
+            if raw and fresh is not None and isinstance(result, sa.CursorResult):
+                # The driver's own tuples: these columns have no result processing to skip, and
+                # a Row object per number costs more than the database's lookup of it.
+                rows: Sequence[Any] = result.cursor.fetchall()
+                result.close()
+            else:
+                rows = result.all()
+            if fresh is None:
+                yield from (row[:-2] for row in rows if policy.is_fresh(row[-2], row[-1], now))
+            else:
+                yield from rows
 
     def save(self, conn: sa.Connection, items: Sequence[tuple[str, PhoneStatusResult]]) -> int:
         """Upsert the storable answers among ``items`` (last one wins); return how many."""
@@ -213,11 +239,11 @@ _READ = (
 )
 
 
-#: Columns :meth:`ResultStore.fresh_values` reads, in the order of its loop.
-_VALUES = ("national", "status", "vendor_code", "carrier", "ported", "order_no", "checked_at")
-#: A stored answer as a row receives it: (status, vendor_code, carrier, ported, checked_at as naive
-#: UTC, order_no), the values ``RowWriter`` writes for the equivalent ``PhoneStatusResult``.
-StoredValues = tuple[str, str | None, str | None, bool | None, dt.datetime, str | None]
+#: A stored answer as a row receives it (:meth:`ResultStore.fresh_values`): (status, vendor_code,
+#: carrier, ported, checked_at, order_no), ported and checked_at as the database driver reads them.
+StoredValues = tuple[str, str | None, str | None, Any, Any, str | None]
+#: The store's column of each value of :data:`StoredValues`, in order.
+STORED_COLUMNS = ("status", "vendor_code", "carrier", "ported", "checked_at", "order_no")
 
 
 def _result(
@@ -246,27 +272,22 @@ def _result(
     )
 
 
-def _freshness(policy: RevalidationPolicy, now: dt.datetime) -> Callable[[str | None, Any], bool]:
-    """``policy.is_fresh(status, checked_at, now)`` as a function of status and time, with the
-    cutoff of each status computed once instead of per row (the policy's own method when a
-    subclass changes how freshness is decided)."""
+def _sql_freshness(
+    table: sa.Table, policy: RevalidationPolicy, now: dt.datetime
+) -> sa.ColumnElement[bool] | None:
+    """``policy.is_fresh(status, checked_at, now)`` as SQL: ``checked_at`` at or after the cutoff of
+    its status (``due_condition``'s rule for a table, the other way round). None when a subclass
+    changes how freshness is decided: then only its own method can say."""
     if (
         type(policy).is_fresh is not RevalidationPolicy.is_fresh
         or type(policy).age is not RevalidationPolicy.age
     ):
-        return lambda status, checked_at: policy.is_fresh(status, checked_at, now)
-    naive_now = to_naive_utc(now)
-    cutoffs = {s.value: naive_now - policy.ages[s] for s in PhoneStatus if s in policy.ages}
-    other = naive_now - policy.other
-
-    def is_fresh(status: str | None, checked_at: Any) -> bool:
-        if status is None or checked_at is None:
-            return False
-        if checked_at.tzinfo is not None:
-            checked_at = to_naive_utc(checked_at)
-        return bool(checked_at >= cutoffs.get(status, other))
-
-    return is_fresh
+        return None
+    stamp = table.c.checked_at
+    cutoffs = {status: sa.literal(cutoff, stamp.type) for status, cutoff in policy.cutoffs(now).items()}
+    return stamp >= sa.case(
+        cutoffs, value=table.c.status, else_=sa.literal(policy.other_cutoff(now), stamp.type)
+    )
 
 
 def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:

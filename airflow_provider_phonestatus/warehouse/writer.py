@@ -10,7 +10,7 @@ trip per row. The caller commits.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,13 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.revalidation import to_naive_utc
 from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
-from airflow_provider_phonestatus.warehouse.store import StoredValues
+from airflow_provider_phonestatus.warehouse.binding import (
+    as_isoformat,
+    binary_copy_types,
+    int_or_none,
+    passes_through,
+)
+from airflow_provider_phonestatus.warehouse.store import STORED_COLUMNS, StoredValues, results_table
 from airflow_provider_phonestatus.warehouse.table import (
     TargetTable,
     bulk_insert,
@@ -85,7 +91,11 @@ class RowWriter:
         self._part_lengths = [
             (i, n) for i, n in self._lengths if i < _TEXT and n < _LONGEST.get(_ROLES[i], n + 1)
         ]
+        #: a ported flag kept in an integer column (check_type accepts one) is written as 0/1: no
+        #: driver has to guess how a bool goes into it (psycopg's COPY would send "t")
+        self._ported_as_int = not isinstance(target.table.c[self._names["ported"]].type, sa.Boolean)
         self._stage: sa.Table | None = None
+        self._copy_types: list[int] | None = None  #: the stage's column types, for a binary COPY
         self._stage_conn: sa.Connection | None = None
         self._plan: _Plan | None = None
 
@@ -108,7 +118,9 @@ class RowWriter:
         plan = self._sqlite_plan(dialect) if dialect.name == "sqlite" else None
         copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         processors = plan.processors if plan is not None else self._processors(dialect) if copy else []
-        batch = self._records(groups, processors)
+        if self._ported_as_int:
+            processors = [*processors, (_ROLES.index("ported"), int_or_none)]
+        batch = self._records(groups, processors, self._stored_part(dialect, processors))
         if not batch:
             return 0
         if dialect.name in _STAGED_DIALECTS:
@@ -124,71 +136,122 @@ class RowWriter:
         return count if count >= 0 else len(batch)
 
     def _records(
-        self, groups: Sequence[tuple[Answer, Sequence[Row]]], processors: Sequence[tuple[int, Any]]
+        self,
+        groups: Sequence[tuple[Answer, Sequence[Row]]],
+        processors: Sequence[tuple[int, Any]],
+        stored: Callable[[StoredValues], tuple[Any, ...]] | None,
     ) -> list[tuple[Any, ...]]:
         """The values of :attr:`_fields` for the rows with an answer, one record per key (last one
         wins), text cut to its column's length, then converted by ``processors`` ((position, bind
         processor) pairs; none: SQLAlchemy converts them when it binds).
 
-        The part of a record that comes from the answer is made once per answer object.
+        The part of a record that comes from the answer is made once per answer object; stored
+        values become it through ``stored`` (:meth:`_stored_part`), or as they are when None.
         """
         key_count = len(self._target.key_columns)
         text_length = self._text_length
         row_processors = [(i - _TEXT, p) for i, p in processors if i >= _TEXT]
+        plain = not row_processors  # the common case: no work per row, long texts cut afterwards
         parts: dict[int, tuple[Any, ...] | None] = {}
         records: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        part: tuple[Any, ...] | None
         for answer, rows in groups:
-            part = parts.get(id(answer), _MISSING)
-            if part is _MISSING:
+            if isinstance(answer, tuple):
+                part = answer if stored is None else stored(answer)
+            elif (part := parts.get(id(answer), _MISSING)) is _MISSING:
                 part = parts[id(answer)] = self._result_part(answer, processors)
             if part is None:
                 continue
+            if plain:
+                for row in rows:
+                    key = row[0]
+                    records[key] = (*part, row[1], *key)
+                continue
             for row in rows:
                 key, phone_text = row[0], row[1]
-                if len(key) != key_count:
-                    raise ValueError(f"key {key!r} does not match key columns {self._target.key_columns}")
                 if text_length is not None and isinstance(phone_text, str) and len(phone_text) > text_length:
                     phone_text = phone_text[:text_length]
-                if row_processors:
-                    rest = [phone_text, *key]
-                    for i, proc in row_processors:
-                        rest[i] = proc(rest[i])
-                    records[key] = (*part, *rest)
-                else:
-                    records[key] = (*part, phone_text, *key)
+                rest = [phone_text, *key]
+                for i, proc in row_processors:
+                    rest[i] = proc(rest[i])
+                records[key] = (*part, *rest)
+        if plain and text_length is not None:
+            for key, record in records.items():
+                if isinstance(text := record[_TEXT], str) and len(text) > text_length:
+                    records[key] = (*record[:_TEXT], text[:text_length], *record[_TEXT + 1 :])
+        if any(size != key_count for size in set(map(len, records))):
+            wrong = next(key for key in records if len(key) != key_count)
+            raise ValueError(f"key {wrong!r} does not match key columns {self._target.key_columns}")
         return list(records.values())
 
-    def _result_part(self, answer: Answer, processors: Sequence[tuple[int, Any]]) -> tuple[Any, ...] | None:
-        """The record's values that come from ``answer``: all but the phone text and the key.
+    def _result_part(
+        self, result: PhoneStatusResult, processors: Sequence[tuple[int, Any]]
+    ) -> tuple[Any, ...] | None:
+        """The record's values that come from ``result``: all but the phone text and the key.
         None for a result that is no answer (a failure is never written)."""
-        values: list[Any]
-        if isinstance(answer, tuple):  # ResultStore.fresh_values: already the values, as below
-            values = list(answer)
-        else:
-            result = answer
-            if not result.is_answer:
-                return None
-            checked_at = result.checked_at
-            if checked_at.tzinfo is dt.UTC:  # to_naive_utc's result, in one step
-                checked_at = checked_at.replace(tzinfo=None)
-            elif checked_at.tzinfo is not None:
-                checked_at = to_naive_utc(checked_at)
-            carrier = result.carrier
-            values = [
-                _TEXTS[result.status],
-                result.vendor_code,
-                None if carrier is None else _TEXTS[carrier],
-                result.ported,
-                checked_at,
-                result.order_no,
-            ]
-        for i, length in self._part_lengths:
+        if not result.is_answer:
+            return None
+        checked_at = result.checked_at
+        if checked_at.tzinfo is dt.UTC:  # to_naive_utc's result, in one step
+            checked_at = checked_at.replace(tzinfo=None)
+        elif checked_at.tzinfo is not None:
+            checked_at = to_naive_utc(checked_at)
+        carrier = result.carrier
+        values = [
+            _TEXTS[result.status],
+            result.vendor_code,
+            None if carrier is None else _TEXTS[carrier],
+            result.ported,
+            checked_at,
+            result.order_no,
+        ]
+        return self._finish_part(values, self._part_lengths, processors)
+
+    @staticmethod
+    def _finish_part(
+        values: list[Any], lengths: Sequence[tuple[int, int]], processors: Sequence[tuple[int, Any]]
+    ) -> tuple[Any, ...]:
+        """Cut texts to ``lengths`` and convert by ``processors``, both (record position, ...)."""
+        for i, length in lengths:
             if isinstance(text := values[i], str) and len(text) > length:
                 values[i] = text[:length]
         for i, proc in processors:
             if i < _TEXT:
                 values[i] = proc(values[i])
         return tuple(values)
+
+    def _stored_part(
+        self, dialect: sa.Dialect, processors: Sequence[tuple[int, Any]]
+    ) -> Callable[[StoredValues], tuple[Any, ...]] | None:
+        """How ``ResultStore.fresh_values`` values, read as the driver gives them, become a
+        record's part: None when they already are it. That is the common case (SQLite keeps the
+        ISO text and the 0/1 a DATETIME and BOOLEAN column of the target would bind, PostgreSQL
+        reads what psycopg binds): a million rows answered from the store cost no conversion.
+
+        Otherwise each differing value is converted by the store column's result processor (to
+        Python), then the target's bind processor, and texts are cut to the target's lengths.
+        """
+        store = results_table()
+        bind = {i: proc for i, proc in processors if i < _TEXT}
+        steps: list[tuple[int, Any, Any]] = []
+        for i, name in enumerate(STORED_COLUMNS):
+            column_type = store.c[name].type.dialect_impl(dialect)
+            read = column_type.result_processor(dialect, None)
+            if (read or bind.get(i)) and not passes_through(column_type, dialect, read, bind.get(i)):
+                steps.append((i, read, bind.get(i)))
+        store_lengths = text_lengths(store.c)
+        lengths = [(i, n) for i, n in self._part_lengths if n < store_lengths.get(STORED_COLUMNS[i], n + 1)]
+        if not steps and not lengths:
+            return None
+
+        def convert(values: StoredValues) -> tuple[Any, ...]:
+            converted = list(values)
+            for i, read, write in steps:
+                value = converted[i] if read is None else read(converted[i])
+                converted[i] = value if write is None else write(value)
+            return RowWriter._finish_part(converted, lengths, ())
+
+        return convert
 
     def _update_statement(self) -> tuple[sa.Update, list[str]]:
         """The UPDATE by key, and the bind parameter name of each of :attr:`_fields`."""
@@ -226,7 +289,7 @@ class RowWriter:
             position = {name: i for i, name in enumerate(names)}
             order = [position[name] for name in compiled.positiontup or ()]
             processors = [
-                (position[name], _as_isoformat(proc))
+                (position[name], as_isoformat(proc))
                 for name, bind in compiled.binds.items()
                 if name in position and (proc := bind.type.dialect_impl(dialect).bind_processor(dialect))
             ]
@@ -244,17 +307,21 @@ class RowWriter:
 
     def _write_staged(self, conn: sa.Connection, batch: list[tuple[Any, ...]], copy: bool = False) -> int:
         """One batched INSERT into the staging table (with ``copy``, a ``COPY FROM STDIN`` through
-        psycopg 3 of values already bound by :meth:`_records`: a quarter of the client CPU of
-        adapting one array per column), one joined UPDATE, then empty the stage."""
+        psycopg 3 of values already bound by :meth:`_records`, in the binary format where every
+        column's type allows: a quarter of the client CPU of adapting one array per column), one
+        joined UPDATE, then empty the stage."""
         stage = self._staging(conn)
         if copy:
             preparer = conn.dialect.identifier_preparer
             names = ", ".join(preparer.quote(name) for name in self._fields)
             driver: Any = conn.connection.driver_connection  # psycopg.Connection, in SQLAlchemy's transaction
+            binary = " (FORMAT BINARY)" if self._copy_types else ""
             with (
                 driver.cursor() as cursor,
-                cursor.copy(f"COPY {preparer.format_table(stage)} ({names}) FROM STDIN") as rows,
+                cursor.copy(f"COPY {preparer.format_table(stage)} ({names}) FROM STDIN{binary}") as rows,
             ):
+                if self._copy_types:
+                    rows.set_types(self._copy_types)
                 for record in batch:
                     rows.write_row(record)
         else:
@@ -308,34 +375,10 @@ class RowWriter:
                 ],
             )
             self._stage_conn = conn
+            self._copy_types = (
+                binary_copy_types(conn, self._stage) if conn.dialect.name == "postgresql" else None
+            )
         return self._stage
-
-
-_ISO_SAMPLES = (
-    dt.datetime(2024, 1, 2, 3, 4, 5, 6),
-    dt.datetime(1, 1, 1),
-    dt.datetime(999, 12, 31, 23, 59, 59, 999999),
-    dt.datetime(2025, 10, 20, 11, 22, 33),
-)
-
-
-def _as_isoformat(proc: Any) -> Any:
-    """``proc``, or an equivalent that formats a naive ``datetime`` with the C ``isoformat`` when
-    ``proc`` writes exactly that text (SQLite's default DATETIME storage format) for every field."""
-    try:
-        same = all(proc(s) == s.isoformat(" ", "microseconds") for s in _ISO_SAMPLES)
-    except Exception:
-        same = False
-    if not same:
-        return proc
-    datetime = dt.datetime
-
-    def process(value: Any) -> Any:
-        if type(value) is datetime and value.tzinfo is None:
-            return value.isoformat(" ", "microseconds")
-        return proc(value)
-
-    return process
 
 
 def _free_names(table: sa.Table, names: list[str]) -> dict[str, str]:

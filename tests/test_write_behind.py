@@ -1,0 +1,102 @@
+"""Write-behind: batches of free rows go to a second connection (PostgreSQL, MariaDB) while the run
+reads on; paid answers are committed on the run's own connection. On SQLite everything is written
+on the one connection. Real databases, the sandbox as the vendor over HTTP."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
+from airflow_provider_phonestatus.revalidation import RevalidationPolicy
+from airflow_provider_phonestatus.sandbox import SandboxServer
+from airflow_provider_phonestatus.sandbox.customers import expected_status
+from airflow_provider_phonestatus.summary import RunSummary
+from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+from airflow_provider_phonestatus.warehouse.store import ResultStore
+from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.write_behind import WriteBehind
+from tests.db import Warehouse, customers, table_rows
+from tests.test_hook import make_hook, numbers
+
+#: Small batches, so that one run writes many of them, free and paid interleaved.
+SMALL = RefreshOptions(page_size=40, batch_size=7, free_batch_size=25)
+
+
+@pytest.fixture
+def sandbox(phonestatus_sandbox: SandboxServer) -> SandboxServer:
+    phonestatus_sandbox.configure(rate_limit_per_minute=None)
+    return phonestatus_sandbox
+
+
+def refresh(
+    wh: Warehouse, sandbox: SandboxServer, table: str, store: str, options: RefreshOptions = SMALL
+) -> RunSummary:
+    with wh.engine.connect() as conn:
+        target = TargetTable.load(
+            conn, table, key_columns="id", phone_column="phone", columns=StatusColumns()
+        )
+        results = ResultStore.ensure(conn, store)
+        run = TableRefresh(conn, target, results, make_hook(sandbox), RevalidationPolicy(), options)
+        return run.run()
+
+
+def writers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("phonestatus-write-behind")]
+
+
+def test_free_batches_behind_paid_ones_now_every_row_right(
+    warehouse: Warehouse, sandbox: SandboxServer
+) -> None:
+    known, new = numbers(60), numbers(25, start=13900000001)
+    store = warehouse.table_name("store")
+    assert refresh(warehouse, sandbox, customers(warehouse, known), store).paid_lookups == 60
+    sandbox.reset()
+    # Known numbers (free, from the store), new ones (paid) and junk (free, local), interleaved
+    # and repeated, so free batches are written behind while paid ones are committed in between.
+    phones: list[Any] = []
+    for i in range(200):
+        phones.append(known[i % 60] if i % 3 else new[i % 25])
+        if i % 17 == 0:
+            phones.append("N/A")
+    table = customers(warehouse, phones)
+    summary = refresh(warehouse, sandbox, table, store)
+    assert sandbox.ledger()["requests"] == 25 and summary.paid_lookups == 25
+    assert summary.rows_written == summary.due_rows == len(phones)
+    assert [row["phone_status"] for row in table_rows(warehouse, table)] == list(map(expected_status, phones))
+    assert writers() == []  # the second connection's thread is gone with the run
+    assert WriteBehind.suits(warehouse.engine.connect()) is (warehouse.dialect != "sqlite")
+
+
+def test_a_failed_write_behind_fails_the_run_and_keeps_the_batches_before(
+    warehouse: Warehouse, sandbox: SandboxServer
+) -> None:
+    # The table refuses one status (a CHECK constraint): the batch holding it fails wherever it is
+    # written; the run fails with the database's error, batches committed before it stay written.
+    phones = [*numbers(40), "13800138008"]  # the last one is powered_off in the sandbox's truth
+    store = warehouse.table_name("store")
+    refresh(warehouse, sandbox, customers(warehouse, phones), store)  # every number now in the store
+    table = customers(warehouse, phones)
+    with warehouse.engine.connect() as conn:
+        TargetTable.load(conn, table, key_columns="id", phone_column="phone", columns=StatusColumns())
+        if warehouse.dialect == "sqlite":  # no ALTER TABLE ... ADD CONSTRAINT: refuse it by trigger
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {table}_refuse BEFORE UPDATE ON {table} "
+                "WHEN NEW.phone_status = 'powered_off' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {table} ADD CONSTRAINT {table}_refuse CHECK (phone_status <> 'powered_off')"
+            )
+        conn.commit()
+    sandbox.reset()
+    with pytest.raises(sa.exc.DBAPIError):
+        refresh(warehouse, sandbox, table, store, RefreshOptions(page_size=10, free_batch_size=10))
+    assert sandbox.ledger()["requests"] == 0  # everything came from the store
+    assert expected_status(phones[-1]) == "powered_off"
+    written = [row["phone_status"] for row in table_rows(warehouse, table)]
+    assert written[:40] == ["active"] * 40 and written[40] is None
+    assert writers() == []
