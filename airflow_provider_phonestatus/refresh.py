@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.batch import LookupBatch
 from airflow_provider_phonestatus.exceptions import PhoneStatusError
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
-from airflow_provider_phonestatus.numbers import parse_national
+from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.progress import Progress
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.summary import RunSummary
@@ -130,6 +130,8 @@ class TableRefresh:
         self._waiting: dict[str, Waiting] = {}  # submitted, answer not yet taken
         self._unsaved: dict[str, PhoneStatusResult] = {}  # answered, not yet committed to the store
         self._failed: set[str] = set()  # asked this run without an answer: never again this run
+        #: one local label per verdict and write batch (rows share it: made and converted once)
+        self._labels: dict[ParsedNumber, PhoneStatusResult] = {}
         self._dry_asked: set[str] = set()  # dry run: numbers a real run would ask
         self._rows: list[Answered] = []  # answered rows not yet written, grouped by result
         self._row_count = 0  # rows in self._rows
@@ -218,21 +220,19 @@ class TableRefresh:
         """
         fresh_needed: dict[str, Waiting] = {}
         seen, waiting, unsaved, failed = self._seen, self._waiting, self._unsaved, self._failed
-        dry_asked = self._dry_asked
+        dry_asked, labels = self._dry_asked, self._labels
         emit = self._emit
         for key, phone, phone_text, _, urgency in page:
             national = parse_national(phone)
             changed = urgency < 2
             if not isinstance(national, str):
                 self.summary.local_labels += 1
-                emit(
-                    key,
-                    phone_text,
-                    changed,
-                    PhoneStatusResult.local(PhoneStatus(national.kind.value), national.reason),
-                )
+                if (label := labels.get(national)) is None:
+                    label = labels[national] = PhoneStatusResult.local(
+                        PhoneStatus(national.kind.value), national.reason
+                    )
+                emit(key, phone_text, changed, label)
                 continue
-            seen.add(int(national))
             if national in waiting:
                 waiting[national].append((key, phone_text, changed))
             elif national in unsaved:
@@ -245,6 +245,7 @@ class TableRefresh:
                 rows.append((key, phone_text, changed))
             else:
                 fresh_needed[national] = [(key, phone_text, changed)]
+        seen.update(map(int, fresh_needed))  # every other number of the page was seen before
         stored = self._from_store(fresh_needed)
         written, counts = self._rows, self.summary.status_counts
         for national, rows in fresh_needed.items():
@@ -341,6 +342,7 @@ class TableRefresh:
         """Store answers and row statuses in one transaction, then forget them from memory. With
         write-behind, a batch of free rows only is handed to the second connection instead."""
         self._last_flush = time.monotonic()
+        self._labels.clear()
         if self.options.dry_run or self._writer is None or not (self._rows or self._stored):
             self._rows.clear()
             self._row_count = 0
