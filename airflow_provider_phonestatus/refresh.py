@@ -126,7 +126,6 @@ class TableRefresh:
         self._writer = None if options.dry_run else RowWriter(target)
         self._behind: WriteBehind | None = None  # free rows written on a second connection
         self._seen: set[int] = set()  # distinct numbers of this run, as ints (compact)
-        self._paid: set[int] = set()  # answered by the vendor this run: later store hits are not free
         self._waiting: dict[str, Waiting] = {}  # submitted, answer not yet taken
         self._unsaved: dict[str, PhoneStatusResult] = {}  # answered, not yet committed to the store
         self._failed: set[str] = set()  # asked this run without an answer: never again this run
@@ -245,8 +244,11 @@ class TableRefresh:
                 rows.append((key, phone_text, changed))
             else:
                 fresh_needed[national] = [(key, phone_text, changed)]
-        seen.update(map(int, fresh_needed))  # every other number of the page was seen before
-        stored = self._from_store(fresh_needed)
+        # Every other number of the page was met on an earlier page; store answers are counted
+        # for the numbers met here first, so a number answered on several pages counts once.
+        new = {national for national in fresh_needed if int(national) not in seen}
+        seen.update(map(int, new))
+        stored = self._from_store(fresh_needed, new)
         written, counts = self._rows, self.summary.status_counts
         for national, rows in fresh_needed.items():
             if (answer := stored.get(national)) is not None:
@@ -268,15 +270,14 @@ class TableRefresh:
         self.summary.distinct_numbers = len(self._seen)
         self._maybe_flush()
 
-    def _from_store(self, wanted: dict[str, Waiting]) -> dict[str, StoredValues]:
-        """Fresh store answers, as the values their rows receive (no result object per number)."""
+    def _from_store(self, wanted: dict[str, Waiting], new: set[str]) -> dict[str, StoredValues]:
+        """Fresh store answers, as the values their rows receive (no result object per number);
+        ``new``: the numbers of ``wanted`` met for the first time in this run. A number this run
+        paid for was met before it was asked, so its answer read back later is never counted."""
         if self.store is None or not wanted:
             return {}
         found = self.store.fresh_values(self.conn, list(wanted), self._store_policy, self.now)
-        paid = self._paid
-        self.summary.from_store += (
-            sum(1 for national in found if int(national) not in paid) if paid else len(found)
-        )
+        self.summary.from_store += sum(1 for national in found if national in new)
         return found
 
     def _may_ask(self) -> bool:
@@ -296,7 +297,6 @@ class TableRefresh:
             if result.status is PhoneStatus.REJECTED:
                 self.summary.failures += 1
             self._unsaved[national] = result
-            self._paid.add(int(national))
             self._stored.append((national, result))
             self._emit_all(rows, result)
         self._maybe_flush()

@@ -20,7 +20,7 @@ class RunSummary:
     distinct_numbers: int = 0  #: distinct valid mobile numbers among the due rows processed
     requests_sent: int = 0  #: HTTP requests to the vendor, retries included (quota)
     paid_lookups: int = 0  #: numbers the vendor answered (what is billed)
-    from_store: int = 0  #: numbers answered free from the results store
+    from_store: int = 0  #: distinct numbers the results store answered free (counted where first met)
     local_labels: int = 0  #: rows labelled invalid/unsupported without a request
     throttled: int = 0  #: throttled answers
     retries: int = 0  #: repeated requests

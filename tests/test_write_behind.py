@@ -65,6 +65,10 @@ def test_free_batches_behind_paid_ones_now_every_row_right(
     table = customers(warehouse, phones)
     summary = refresh(warehouse, sandbox, table, store)
     assert sandbox.ledger()["requests"] == 25 and summary.paid_lookups == 25
+    # each number counts once, however many pages hold it; a paid answer read back is not free
+    used = set(phones) - {"N/A"}
+    assert (summary.distinct_numbers, summary.from_store) == (len(used), len(used & set(known)))
+    assert len(used & set(known)) == 40  # known[i % 60] with i % 3 != 0: 40 of them, on many pages
     assert summary.rows_written == summary.due_rows == len(phones)
     assert [row["phone_status"] for row in table_rows(warehouse, table)] == list(map(expected_status, phones))
     assert writers() == []  # the second connection's thread is gone with the run
