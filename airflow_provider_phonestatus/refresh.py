@@ -92,7 +92,7 @@ class RefreshOptions:
     row_filter: Any = None  #: the structured filter as given; compiled against the table
     ignore_ages: bool = False
     dry_run: bool = False
-    page_size: int = 5000
+    page_size: int = 20_000  #: due rows read per statement (and store lookups per page)
     batch_size: int = 500  #: paid answers per committed write batch
     free_batch_size: int = 20000  #: rows answered for free (store, local labels) per commit
     flush_interval: float = 5.0  #: seconds between commits while answers trickle in
