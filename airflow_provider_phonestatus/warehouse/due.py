@@ -13,7 +13,7 @@ shift the pages.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -26,6 +26,7 @@ from airflow_provider_phonestatus.warehouse.table import (
     TargetTable,
     copy_column,
     drop_temporary,
+    fetch_all,
     temporary_table,
 )
 
@@ -162,18 +163,9 @@ class DueList:
         keys = [t.c[f"k{i}"] for i in range(n)]
         columns = (t.c.seq, *keys, t.c.phone, t.c.phone_text, t.c.status, t.c.urgency)
         query = sa.select(*columns).where(t.c.seq > sa.bindparam("last")).order_by(t.c.seq).limit(size)
-        dialect = self._conn.dialect
-        # The driver's own tuples when no column converts what the driver gives (text, integers):
-        # a Row object per due row costs more than the database's reading of it.
-        raw = not any(_converts(c.type, dialect) for c in columns)
         last = 0
         while True:
-            result = self._conn.execute(query, {"last": last})
-            if raw and isinstance(result, sa.CursorResult):
-                rows: Sequence[Any] = result.cursor.fetchall()
-                result.close()
-            else:
-                rows = result.all()
+            rows = fetch_all(self._conn, query, {"last": last})
             if not rows:
                 return
             if n == 1:  # transposed and zipped back in C: no Python bytecode per row
@@ -200,15 +192,6 @@ class DueList:
         except sa.exc.SQLAlchemyError:
             if exc is None:  # while an error propagates, it matters more than a leftover temp table
                 raise
-
-
-def _converts(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> bool:
-    """Whether SQLAlchemy converts what the driver returns for ``column_type`` (when it cannot
-    tell without the driver's own type code, assume it does)."""
-    try:
-        return column_type.dialect_impl(dialect).result_processor(dialect, None) is not None
-    except Exception:
-        return True
 
 
 #: SQLite: INTEGER PRIMARY KEY is the rowid itself, no separate index.

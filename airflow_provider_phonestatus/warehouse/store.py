@@ -24,6 +24,7 @@ from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneS
 from airflow_provider_phonestatus.warehouse.table import (
     bulk_insert,
     check_type,
+    fetch_all,
     reflect,
     split_name,
     text_lengths,
@@ -99,8 +100,9 @@ class ResultStore:
         answers millions of rows from the store: no result object, no conversion per number.
 
         ``ported`` and ``checked_at`` come as the driver reads them (SQLite: 0/1 and the ISO text
-        SQLAlchemy stores); ``RowWriter`` converts them only where the target column would bind
-        them differently. Unknown carriers read as ``unknown``, as :meth:`fresh` reads them.
+        SQLAlchemy stores; no column here is converted, so ``fetch_all`` gives the driver's rows);
+        ``RowWriter`` converts them only where the target column would bind them differently.
+        Unknown carriers read as ``unknown``, as :meth:`fresh` reads them.
         """
         t = self.table
         carrier = t.c.carrier
@@ -116,7 +118,7 @@ class ResultStore:
             sa.type_coerce(t.c.checked_at, sa.types.NullType()).label("checked_at"),
             t.c.order_no,
         )
-        rows = self._fresh_rows(conn, nationals, policy, now, columns, raw=True)
+        rows = self._fresh_rows(conn, nationals, policy, now, columns)
         return {row[0]: row[1:] for row in rows}  # type: ignore[misc]  # the columns above
 
     def _fresh_rows(
@@ -126,7 +128,6 @@ class ResultStore:
         policy: RevalidationPolicy,
         now: dt.datetime,
         columns: Sequence[sa.ColumnElement[Any]],
-        raw: bool = False,
     ) -> Iterator[Sequence[Any]]:
         """``columns`` (the number first) of the stored answers of ``nationals`` that are fresh by
         ``policy`` at ``now`` and of a status a run of ours writes; freshness is decided in SQL
@@ -165,14 +166,7 @@ class ResultStore:
             size = CHUNK
         # Sorted, the numbers are probed in index order: neighbouring probes share index pages.
         for chunk in _chunks(sorted(set(nationals)), size):
-            result = conn.execute(query, {"nationals": encode(chunk)})
-            if raw and fresh is not None and isinstance(result, sa.CursorResult):
-                # The driver's own tuples: these columns have no result processing to skip, and
-                # a Row object per number costs more than the database's lookup of it.
-                rows: Sequence[Any] = result.cursor.fetchall()
-                result.close()
-            else:
-                rows = result.all()
+            rows = fetch_all(conn, query, {"nationals": encode(chunk)})
             if fresh is None:
                 yield from (row[:-2] for row in rows if policy.is_fresh(row[-2], row[-1], now))
             else:

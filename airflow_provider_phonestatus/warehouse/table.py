@@ -160,6 +160,30 @@ def bulk_insert(
     return insert, [dict(zip(names, row, strict=True)) for row in rows]
 
 
+def fetch_all(conn: sa.Connection, statement: sa.Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+    """Every row of ``statement``: the driver's own tuples when no selected column has SQLAlchemy
+    convert what the driver returns (a Row object per row costs more than the database's reading
+    of it, for the millions of rows a refresh reads), SQLAlchemy's rows otherwise."""
+    result = conn.execute(statement, params)
+    dialect = conn.dialect
+    if isinstance(result, sa.CursorResult) and not any(
+        _converts(column.type, dialect) for column in statement.selected_columns
+    ):
+        rows: Sequence[Any] = result.cursor.fetchall()
+        result.close()
+        return rows
+    return result.all()
+
+
+def _converts(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> bool:
+    """Whether SQLAlchemy converts what the driver returns for ``column_type`` (when it cannot
+    tell without the driver's own type code, assume it does)."""
+    try:
+        return column_type.dialect_impl(dialect).result_processor(dialect, None) is not None
+    except Exception:
+        return True
+
+
 def text_lengths(columns: Iterable[sa.Column[Any]]) -> dict[str, int]:
     """Column name -> length of each bounded text column: longer values are cut before writing."""
     return {c.name: c.type.length for c in columns if isinstance(c.type, sa.String) and c.type.length}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -69,9 +68,3 @@ class WriteBehind:
             self._conn.rollback()
             raise
         return count
-
-    def __enter__(self) -> WriteBehind:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
