@@ -546,6 +546,18 @@ def test_store_upsert_and_chunks(warehouse: Warehouse, conn: sa.Connection) -> N
         store.save(conn, [("+8613800138000", answer())])
 
 
+def test_store_finds_only_national_numbers(warehouse: Warehouse, conn: sa.Connection) -> None:
+    # The numbers travel to the database joined into one parameter where it allows: a value that is
+    # no national number (a separator, a quote, a prefix inside) must find nothing, not its parts.
+    store = ResultStore.ensure(conn, warehouse.table_name("results"))
+    store.save(conn, [("13800000001", answer()), ("13800000002", answer())])
+    conn.commit()
+    odd = ["13800000001,13800000002", "13800000001'", "+8613800000001", "1380000000", ""]
+    assert store.fresh(conn, odd, POLICY, NOW) == {}
+    assert store.fresh_values(conn, odd, POLICY, NOW) == {}
+    assert sorted(store.fresh_values(conn, [*odd, "13800000002"], POLICY, NOW)) == ["13800000002"]
+
+
 class _PythonPolicy(RevalidationPolicy):
     """The default ages, decided by a subclass's own ``is_fresh``: the store asks it per row."""
 
