@@ -88,11 +88,14 @@ class DueRow:
 class DueList:
     """The due rows of one run, numbered in a TEMPORARY table on the run's connection."""
 
-    def __init__(self, conn: sa.Connection, table: sa.Table, key_count: int, total: int) -> None:
+    def __init__(
+        self, conn: sa.Connection, table: sa.Table, key_count: int, total: int, *, text_is_phone: bool = False
+    ) -> None:
         self._conn = conn
         self._table = table
         self._key_count = key_count
         self.total = total  #: number of due rows
+        self._text_is_phone = text_is_phone  #: phone_text is the phone as read: not copied twice
 
     @classmethod
     def create(
@@ -115,6 +118,7 @@ class DueList:
         if (condition := compile_filter(target.table, row_filter)) is not None:
             where.append(condition)
         where += [k.is_not(None) for k in keys if k.nullable]  # a NULL key can never be written
+        text_is_phone = _reads_as_text(target.phone, conn.dialect)
         table = temporary_table(
             conn,
             "phonestatus_due",
@@ -122,7 +126,7 @@ class DueList:
                 sa.Column("seq", _SEQ_TYPE, primary_key=True, autoincrement=False),
                 *(copy_column(f"k{i}", k) for i, k in enumerate(keys)),
                 copy_column("phone", target.phone),
-                sa.Column("phone_text", sa.Text),
+                *([] if text_is_phone else [sa.Column("phone_text", sa.Text)]),
                 sa.Column("status", sa.Text),
                 sa.Column("urgency", sa.Integer),
             ],
@@ -142,11 +146,12 @@ class DueList:
         key_cols = [due.c[f"k{i}"] for i in range(len(keys))]
         never_first = sa.case((due.c.checked_at.is_(None), 0), else_=1)  # NULLs sort differently per dialect
         order = sa.func.row_number().over(order_by=[due.c.urgency, never_first, due.c.checked_at, *key_cols])
-        numbered = sa.select(order, *key_cols, due.c.phone, due.c.phone_text, due.c.status, due.c.urgency)
+        texts = [] if text_is_phone else [due.c.phone_text]
+        numbered = sa.select(order, *key_cols, due.c.phone, *texts, due.c.status, due.c.urgency)
         conn.execute(sa.insert(table).from_select(list(table.c.keys()), numbered))
         total = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.seq), 0))).scalar_one()
         conn.commit()
-        return cls(conn, table, len(keys), int(total))
+        return cls(conn, table, len(keys), int(total), text_is_phone=text_is_phone)
 
     def pages(self, size: int = 5000) -> Iterator[list[DueRow]]:
         """Due rows in order, ``size`` at a time; each page is fetched by one whole query."""
@@ -161,7 +166,9 @@ class DueList:
         t = self._table
         n = self._key_count
         keys = [t.c[f"k{i}"] for i in range(n)]
-        columns = (t.c.seq, *keys, t.c.phone, t.c.phone_text, t.c.status, t.c.urgency)
+        same = self._text_is_phone
+        texts = [] if same else [t.c.phone_text]
+        columns = (t.c.seq, *keys, t.c.phone, *texts, t.c.status, t.c.urgency)
         query = sa.select(*columns).where(t.c.seq > sa.bindparam("last")).order_by(t.c.seq).limit(size)
         last = 0
         while True:
@@ -169,8 +176,10 @@ class DueList:
             if not rows:
                 return
             if n == 1:  # transposed and zipped back in C: no Python bytecode per row
-                _, keys_, phones, texts, statuses, urgencies = zip(*rows, strict=True)
-                yield list(zip(zip(keys_), phones, texts, statuses, urgencies, strict=True))
+                _, keys_, phones, *rest = zip(*rows, strict=True)
+                yield list(zip(zip(keys_), phones, *([phones] if same else []), *rest, strict=True))
+            elif same:
+                yield [(tuple(r[1 : n + 1]), r[n + 1], *r[n + 1 :]) for r in rows]
             else:
                 yield [(tuple(r[1 : n + 1]), *r[n + 1 :]) for r in rows]
             last = rows[-1][0]
@@ -192,6 +201,18 @@ class DueList:
         except sa.exc.SQLAlchemyError:
             if exc is None:  # while an error propagates, it matters more than a leftover temp table
                 raise
+
+
+def _reads_as_text(phone: sa.Column[Any], dialect: sa.Dialect) -> bool:
+    """Whether the driver reads the phone column as exactly the text :func:`phone_text` makes of
+    it: a VARCHAR or TEXT column on PostgreSQL or MariaDB (not CHAR, whose padding the cast drops;
+    not SQLite, whose TEXT column can hold a number)."""
+    column_type = phone.type.dialect_impl(dialect)
+    return (
+        dialect.name in ("postgresql", "mysql")
+        and isinstance(column_type, (sa.VARCHAR, sa.TEXT))
+        and column_type.result_processor(dialect, None) is None
+    )
 
 
 #: SQLite: INTEGER PRIMARY KEY is the rowid itself, no separate index.
