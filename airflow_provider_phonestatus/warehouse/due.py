@@ -88,14 +88,11 @@ class DueRow:
 class DueList:
     """The due rows of one run, numbered in a TEMPORARY table on the run's connection."""
 
-    def __init__(
-        self, conn: sa.Connection, table: sa.Table, key_count: int, total: int, *, text_is_phone: bool = False
-    ) -> None:
+    def __init__(self, conn: sa.Connection, table: sa.Table, key_count: int, total: int) -> None:
         self._conn = conn
         self._table = table
         self._key_count = key_count
         self.total = total  #: number of due rows
-        self._text_is_phone = text_is_phone  #: phone_text is the phone as read: not copied twice
 
     @classmethod
     def create(
@@ -118,6 +115,7 @@ class DueList:
         if (condition := compile_filter(target.table, row_filter)) is not None:
             where.append(condition)
         where += [k.is_not(None) for k in keys if k.nullable]  # a NULL key can never be written
+        # phone_text is copied only where the phone as read is not already that text
         text_is_phone = _reads_as_text(target.phone, conn.dialect)
         table = temporary_table(
             conn,
@@ -146,12 +144,12 @@ class DueList:
         key_cols = [due.c[f"k{i}"] for i in range(len(keys))]
         never_first = sa.case((due.c.checked_at.is_(None), 0), else_=1)  # NULLs sort differently per dialect
         order = sa.func.row_number().over(order_by=[due.c.urgency, never_first, due.c.checked_at, *key_cols])
-        texts = [] if text_is_phone else [due.c.phone_text]
-        numbered = sa.select(order, *key_cols, due.c.phone, *texts, due.c.status, due.c.urgency)
-        conn.execute(sa.insert(table).from_select(list(table.c.keys()), numbered))
+        copied = [c.name for c in table.c if c.name != "seq"]  # the due query's columns of those names
+        numbered = sa.select(order, *(due.c[name] for name in copied))
+        conn.execute(sa.insert(table).from_select(["seq", *copied], numbered))
         total = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.seq), 0))).scalar_one()
         conn.commit()
-        return cls(conn, table, len(keys), int(total), text_is_phone=text_is_phone)
+        return cls(conn, table, len(keys), int(total))
 
     def pages(self, size: int = 5000) -> Iterator[list[DueRow]]:
         """Due rows in order, ``size`` at a time; each page is fetched by one whole query."""
@@ -165,11 +163,9 @@ class DueList:
             raise ValueError("page size must be at least 1")
         t = self._table
         n = self._key_count
-        keys = [t.c[f"k{i}"] for i in range(n)]
-        same = self._text_is_phone
-        texts = [] if same else [t.c.phone_text]
-        columns = (t.c.seq, *keys, t.c.phone, *texts, t.c.status, t.c.urgency)
-        query = sa.select(*columns).where(t.c.seq > sa.bindparam("last")).order_by(t.c.seq).limit(size)
+        same = "phone_text" not in t.c  # the phone as read is its text (see create)
+        # seq, the key columns, phone, phone_text (where copied), status, urgency: as made in create
+        query = sa.select(*t.c).where(t.c.seq > sa.bindparam("last")).order_by(t.c.seq).limit(size)
         last = 0
         while True:
             rows = fetch_all(self._conn, query, {"last": last})

@@ -48,6 +48,8 @@ _ROLES = ("status", "code", "carrier", "ported", "checked_at", "order_no", "chec
 _TEXT = len(_ROLES) - 1  #: position of the checked value in a record; the key follows it
 #: The text written for each vocabulary member (``member.value``, without the enum descriptor per row).
 _TEXTS: dict[Any, str] = {m: m.value for vocabulary in (PhoneStatus, Carrier) for m in vocabulary}
+#: The results store's columns, for the types and lengths of the values read from it.
+_STORE = results_table()
 #: The longest text a vocabulary role can hold.
 _LONGEST = {"status": max(map(len, map(str, PhoneStatus))), "carrier": max(map(len, map(str, Carrier)))}
 
@@ -231,7 +233,7 @@ class RowWriter:
         Otherwise each differing value is converted by the store column's result processor (to
         Python), then the target's bind processor, and texts are cut to the target's lengths.
         """
-        store = results_table()
+        store = _STORE
         bind = {i: proc for i, proc in processors if i < _TEXT}
         steps: list[tuple[int, Any, Any]] = []
         for i, name in enumerate(STORED_COLUMNS):
