@@ -49,8 +49,10 @@ Answered = tuple[PhoneStatusResult | StoredValues, Waiting]
 
 
 _REJECTED = PhoneStatus.REJECTED.value
-#: Allocations between two young-generation passes of the cyclic garbage collector during a pass.
-GC_THRESHOLD = 50_000
+#: Allocations between two young-generation passes of the cyclic garbage collector during a pass:
+#: more than a page's work allocates (~200,000 containers for 20,000 rows), so a page's objects are
+#: freed by reference counting before a pass of the collector ever walks them.
+GC_THRESHOLD = 1_000_000
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, ...] = ()
@@ -58,13 +60,16 @@ _gc_saved: tuple[int, ...] = ()
 
 @contextlib.contextmanager
 def _fewer_gc_passes() -> Iterator[None]:
-    """Run the cyclic garbage collector ~70 times less often while a pass runs, then as before.
+    """Run the cyclic garbage collector far less often while a pass runs, then as before.
 
-    A pass allocates millions of short-lived, acyclic tuples (freed by reference counting); with
-    the default threshold (700) the collector starts every 700 allocations and its older
-    generations walk every object the process holds: a fifth of the CPU of a store-only pass.
-    Cycles are still collected. Process-wide, so the first of concurrent passes saves the
-    thresholds and the last one restores them.
+    A pass allocates millions of short-lived, acyclic tuples (freed by reference counting), a page
+    of them alive at a time. Each young-generation pass of the collector walks every container
+    still alive since the last one, so with a threshold below a page's allocations it walks each
+    page's rows, lookups and records once or twice: with the default (700) a fifth of the CPU of a
+    store-only pass, with 50,000 still 4.5 s of a million-row one; with :data:`GC_THRESHOLD` 0.01 s
+    (``python -m bench --only operator_warehouse`` prints it as ``gc``). Cycles are still
+    collected. Process-wide, so the first of concurrent passes saves the thresholds and the last
+    one restores them.
     """
     global _gc_users, _gc_saved
     with _gc_lock:

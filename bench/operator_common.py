@@ -7,10 +7,7 @@
   connection, ``TargetTable.load`` (adds the status columns), ``ResultStore.ensure``,
   ``RunLog.ensure`` + a run-log row, ``TableRefresh(...).run()`` with the operator's default
   options, then the run-log row completed. Only Airflow's task context is absent.
-* :func:`naive_loop` is the baseline a DAG author writes with stock parts: read every row
-  (``SELECT id, phone`` + ``fetchall()``), POST each non-empty value with spaces removed through
-  one keep-alive ``httpx.Client``, one UPDATE statement per row, one commit at the end (the most
-  favourable naive loop: no commit per row).
+* :mod:`bench.naive` holds the baseline, :mod:`bench.phases` the CPU split of a refresh.
 """
 
 from __future__ import annotations
@@ -19,8 +16,6 @@ import atexit
 import dataclasses
 import datetime as dt
 import functools
-import json
-import math
 import os
 import random
 import secrets
@@ -32,14 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.numbers import mask_number, parse_number
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
 from airflow_provider_phonestatus.sandbox.truth import expected
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
-from airflow_provider_phonestatus.vocabulary import VENDOR_CODES, PhoneStatusResult
+from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from bench.common import SANDBOX_KEY, Result, say
 
@@ -315,163 +309,6 @@ def run_refresh(db: Db, table: str, hook: PhoneStatusHook, store_name: str, runl
         runlog.finish_run(conn, run_uid, summary)
         conn.commit()
     return Refresh(summary, time.perf_counter() - started, time.process_time() - cpu)
-
-
-@contextmanager
-def phase_cpu() -> Iterator[dict[str, float]]:
-    """CPU seconds of this process spent in the refresh's phases while inside the block: due
-    selection (``DueList.create``), reading due pages, results-store lookups, row writes (incl.
-    the database's own work for SQLite, which runs in-process); the rest of the pass is number
-    parsing and bookkeeping. Each phase counts the CPU of the thread it runs in (writes run in the
-    write-behind thread on PostgreSQL). Wraps the classes' methods for the duration (a few
-    hundred calls)."""
-    from airflow_provider_phonestatus.warehouse.due import DueList
-    from airflow_provider_phonestatus.warehouse.store import ResultStore
-    from airflow_provider_phonestatus.warehouse.writer import RowWriter
-
-    spent: dict[str, float] = {"due list": 0.0, "pages": 0.0, "store": 0.0, "writes": 0.0}
-    originals = [
-        (DueList, "create", "due list"),
-        (ResultStore, "fresh_values", "store"),
-        (RowWriter, "write_groups", "writes"),
-    ]
-    saved: list[tuple[Any, str, Any]] = []
-    for owner, name, label in originals:
-        function = owner.__dict__[name]
-        saved.append((owner, name, function))
-        setattr(owner, name, _timed(function, spent, label))
-    raw_pages = DueList.__dict__["raw_pages"]
-    saved.append((DueList, "raw_pages", raw_pages))
-
-    def timed_pages(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        pages = raw_pages(self, *args, **kwargs)
-        while True:
-            started = time.thread_time()
-            try:
-                page = next(pages)
-            except StopIteration:
-                return
-            finally:
-                spent["pages"] += time.thread_time() - started
-            yield page
-
-    DueList.raw_pages = timed_pages  # type: ignore[method-assign]
-    try:
-        yield spent
-    finally:
-        for owner, name, function in saved:
-            setattr(owner, name, function)
-
-
-def _timed(function: Any, spent: dict[str, float], label: str) -> Any:
-    unwrapped = function.__func__ if isinstance(function, classmethod) else function
-
-    @functools.wraps(unwrapped)
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.thread_time()
-        try:
-            return unwrapped(*args, **kwargs)
-        finally:
-            spent[label] += time.thread_time() - started
-
-    return classmethod(timed) if isinstance(function, classmethod) else timed
-
-
-def describe_phases(spent: dict[str, float], total_cpu: float, rows: int) -> str:
-    """``label X s (Y us/row)`` per phase, and the rest (parsing, bookkeeping)."""
-    parts = [f"{label} {cpu:.1f} s" for label, cpu in spent.items()]
-    rest = total_cpu - sum(spent.values())
-    return (
-        f"CPU {total_cpu:.1f} s = {', '.join(parts)}, parsing+bookkeeping {rest:.1f} s "
-        f"({1e6 * total_cpu / max(1, rows):.1f} us/row)"
-    )
-
-
-# -- the baseline ------------------------------------------------------------------------------
-
-
-@dataclass
-class NaiveRun:
-    rows: int = 0  #: rows read and updated
-    requests: int = 0  #: POSTs sent
-    seconds: float = math.nan
-    complete: bool = True  #: False when stopped at the time cap
-
-
-def naive_update(db: Db, table: str) -> sa.TextClause:
-    sets = ", ".join(f"{c} = :{c}" for c in STATUS_COLUMNS)
-    return sa.text(f"UPDATE {table} SET {sets} WHERE id = :id")
-
-
-def add_status_columns(db: Db, table: str) -> None:
-    """What the DAG author does once by hand: the seven status columns, as the operator types them."""
-    from airflow_provider_phonestatus.warehouse.table import TargetTable
-
-    with db.engine.connect() as conn:
-        TargetTable.load(conn, table, key_columns="id", phone_column="phone", columns=StatusColumns())
-
-
-def naive_loop(
-    db: Db,
-    table: str,
-    endpoint_url: str | None,
-    *,
-    cap_s: float | None = None,
-    answers: Callable[[str], dict[str, Any]] | None = None,
-) -> NaiveRun:
-    """The per-row loop (module docstring). ``answers`` replaces the POST (read+update part only);
-    ``cap_s`` stops it after that many seconds (its rate is steady, so rows/s stays meaningful)."""
-    update = naive_update(db, table)
-    run = NaiveRun()
-    started = time.perf_counter()
-    headers = {"X-API-Key": SANDBOX_KEY, "Content-Type": "application/json"}
-    with db.engine.connect() as conn, httpx.Client(headers=headers, timeout=60.0) as http:
-        rows = conn.execute(sa.text(f"SELECT id, phone FROM {table}")).fetchall()
-        for key, phone in rows:
-            if cap_s is not None and time.perf_counter() - started >= cap_s:
-                run.complete = False
-                break
-            value = "" if phone is None else str(phone).replace(" ", "")
-            if not value:
-                envelope: dict[str, Any] = {"code": 400}
-            elif answers is not None:
-                envelope = answers(value)
-            else:
-                assert endpoint_url is not None
-                run.requests += 1
-                envelope = http.post(endpoint_url, content=json.dumps({"mobile": value})).json()
-            conn.execute(update, {"id": key, **_naive_values(envelope, value)})
-            run.rows += 1
-        conn.commit()
-    run.seconds = time.perf_counter() - started
-    return run
-
-
-def _naive_values(envelope: dict[str, Any], value: str) -> dict[str, Any]:
-    data = envelope.get("data") if envelope.get("code") == 200 else None
-    if not isinstance(data, dict):
-        status, code, carrier, ported, order = "invalid", str(envelope.get("code")), None, None, None
-    else:
-        code = str(data.get("result"))
-        status = VENDOR_CODES[code].value if code in VENDOR_CODES else "unknown"
-        carrier, ported, order = data.get("channel"), data.get("transferStatus") == "1", data.get("orderNo")
-    return {
-        "phone_status": status,
-        "phone_status_code": code,
-        "phone_carrier": carrier,
-        "phone_ported": ported,
-        "phone_checked_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        "phone_order_no": order,
-        "phone_checked_value": value,
-    }
-
-
-def truth_answers(value: str) -> dict[str, Any]:
-    """What the sandbox would answer for ``value`` (for the read+update-only baseline)."""
-    try:
-        return {"code": 200, "data": {**expected(value), "orderNo": f"BENCH{value}"}}
-    except ValueError:
-        return {"code": 400}
 
 
 # -- checks ------------------------------------------------------------------------------------

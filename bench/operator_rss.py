@@ -43,7 +43,8 @@ def _child(argv: list[str]) -> int:
     import sqlalchemy as sa
     from airflow.sdk import BaseHook
 
-    from bench.operator_common import Db, naive_loop, new_hook, run_refresh, truth_answers
+    from bench.naive import naive_loop, truth_answers
+    from bench.operator_common import Db, new_hook, run_refresh
 
     naive = argv[0] == "--naive"
     if naive:

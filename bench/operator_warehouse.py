@@ -20,24 +20,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.common import Goal, Result, ratio, register, say
+from bench.naive import add_status_columns, naive_loop, truth_answers
 from bench.operator_common import (
-    add_status_columns,
     correctness_row,
     create_customers,
     describe,
-    describe_phases,
     kinds,
     load_note,
-    naive_loop,
     new_hook,
-    phase_cpu,
     phones,
     run_refresh,
     shared,
     shared_store,
-    truth_answers,
     wrong_statuses,
 )
+from bench.phases import describe_phases, phase_cpu
 
 FULL_ROWS, QUICK_ROWS = 1_000_000, 100_000
 

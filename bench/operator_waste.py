@@ -1,23 +1,23 @@
 """Operator benchmarks 1 and 2: requests wasted, and end-to-end rows/s against the sandbox.
 
 Both compare our refresh (run as ``PhoneStatusCheckOperator.execute`` runs it, see
-:mod:`bench.operator_common`) with the naive per-row loop a DAG author writes with stock parts, on
-the same messy table (``messy_phones``: many spellings, junk, landlines, foreign numbers, NULLs),
-built anew for each run. The sandbox answers instantly (latency 0) with no rate limit, and the
-hook's plan is "unlimited" (rate_limit_per_minute = 1e8, so the batch may grow to 128 threads).
+:mod:`bench.operator_common`) with the naive per-row loop a DAG author writes with stock parts
+(:mod:`bench.naive`), on the same messy table (``messy_phones``: many spellings, junk, landlines,
+foreign numbers, NULLs), built anew for each run. The sandbox answers instantly (latency 0) with no
+rate limit, and the hook's plan is "unlimited" (rate_limit_per_minute = 1e8, so the batch may grow
+to 128 threads).
 """
 
 from __future__ import annotations
 
 from bench.common import Goal, Result, ratio, register, sandbox, say
+from bench.naive import add_status_columns, naive_loop
 from bench.operator_common import (
-    add_status_columns,
     correctness_row,
     create_customers,
     describe,
     kinds,
     load_note,
-    naive_loop,
     nationals_of,
     new_hook,
     phones,

@@ -4,6 +4,7 @@ on the one connection. Real databases, the sandbox as the vendor over HTTP."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -51,6 +52,7 @@ def writers() -> list[threading.Thread]:
 def test_free_batches_behind_paid_ones_now_every_row_right(
     warehouse: Warehouse, sandbox: SandboxServer
 ) -> None:
+    thresholds = gc.get_threshold()
     known, new = numbers(60), numbers(25, start=13900000001)
     store = warehouse.table_name("store")
     assert refresh(warehouse, sandbox, customers(warehouse, known), store).paid_lookups == 60
@@ -64,6 +66,7 @@ def test_free_batches_behind_paid_ones_now_every_row_right(
             phones.append("N/A")
     table = customers(warehouse, phones)
     summary = refresh(warehouse, sandbox, table, store)
+    assert gc.get_threshold() == thresholds  # raised for the pass only (the process's setting)
     assert sandbox.ledger()["requests"] == 25 and summary.paid_lookups == 25
     # each number counts once, however many pages hold it; a paid answer read back is not free
     used = set(phones) - {"N/A"}
@@ -80,6 +83,7 @@ def test_a_failed_write_behind_fails_the_run_and_keeps_the_batches_before(
 ) -> None:
     # The table refuses one status (a CHECK constraint): the batch holding it fails wherever it is
     # written; the run fails with the database's error, batches committed before it stay written.
+    thresholds = gc.get_threshold()
     phones = [*numbers(40), "13800138008"]  # the last one is powered_off in the sandbox's truth
     store = warehouse.table_name("store")
     refresh(warehouse, sandbox, customers(warehouse, phones), store)  # every number now in the store
@@ -99,6 +103,7 @@ def test_a_failed_write_behind_fails_the_run_and_keeps_the_batches_before(
     sandbox.reset()
     with pytest.raises(sa.exc.DBAPIError):
         refresh(warehouse, sandbox, table, store, RefreshOptions(page_size=10, free_batch_size=10))
+    assert gc.get_threshold() == thresholds  # restored when the pass fails too
     assert sandbox.ledger()["requests"] == 0  # everything came from the store
     assert expected_status(phones[-1]) == "powered_off"
     written = [row["phone_status"] for row in table_rows(warehouse, table)]
