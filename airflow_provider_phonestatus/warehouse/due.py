@@ -44,11 +44,23 @@ def due_condition(
     """Never checked, or phone changed, or older than its status's age (everything if forced)."""
     if ignore_ages or target.missing:
         return sa.true()
-    status, checked_at = target.column("status"), target.column("checked_at")
-    cutoffs = policy.cutoffs(now)
-    expired = [sa.and_(status == value, checked_at < cutoff) for value, cutoff in cutoffs.items()]
-    expired.append(sa.and_(status.not_in(list(cutoffs)), checked_at < policy.other_cutoff(now)))
-    return sa.or_(_never_checked(target), _changed(target), *expired)
+    checked_at = target.column("checked_at")
+    expired = checked_at < oldest_fresh(target.column("status"), checked_at, policy, now)
+    return sa.or_(_never_checked(target), _changed(target), expired)
+
+
+def oldest_fresh(
+    status: sa.ColumnElement[Any],
+    checked_at: sa.ColumnElement[Any],
+    policy: RevalidationPolicy,
+    now: dt.datetime,
+) -> sa.ColumnElement[Any]:
+    """The oldest ``checked_at`` still fresh for a row's ``status`` (``policy.cutoffs``, the other
+    cutoff for a status it does not know), as one CASE: the rule a table's rows are due by and the
+    results store's answers are fresh by."""
+    stamp = checked_at.type
+    cutoffs = {value: sa.literal(cutoff, stamp) for value, cutoff in policy.cutoffs(now).items()}
+    return sa.case(cutoffs, value=status, else_=sa.literal(policy.other_cutoff(now), stamp))
 
 
 def urgency(target: TargetTable, policy: RevalidationPolicy, now: dt.datetime) -> sa.ColumnElement[int]:

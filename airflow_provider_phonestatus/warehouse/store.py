@@ -22,6 +22,7 @@ from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.numbers import mask_number
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy, to_naive_utc
 from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
+from airflow_provider_phonestatus.warehouse.due import oldest_fresh
 from airflow_provider_phonestatus.warehouse.table import (
     bulk_insert,
     check_type,
@@ -272,18 +273,14 @@ def _sql_freshness(
     table: sa.Table, policy: RevalidationPolicy, now: dt.datetime
 ) -> sa.ColumnElement[bool] | None:
     """``policy.is_fresh(status, checked_at, now)`` as SQL: ``checked_at`` at or after the cutoff of
-    its status (``due_condition``'s rule for a table, the other way round). None when a subclass
+    its status (the rule a table's rows are due by, the other way round). None when a subclass
     changes how freshness is decided: then only its own method can say."""
     if (
         type(policy).is_fresh is not RevalidationPolicy.is_fresh
         or type(policy).age is not RevalidationPolicy.age
     ):
         return None
-    stamp = table.c.checked_at
-    cutoffs = {status: sa.literal(cutoff, stamp.type) for status, cutoff in policy.cutoffs(now).items()}
-    return stamp >= sa.case(
-        cutoffs, value=table.c.status, else_=sa.literal(policy.other_cutoff(now), stamp.type)
-    )
+    return table.c.checked_at >= oldest_fresh(table.c.status, table.c.checked_at, policy, now)
 
 
 def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
