@@ -66,10 +66,10 @@ def _fewer_gc_passes() -> Iterator[None]:
     of them alive at a time. Each young-generation pass of the collector walks every container
     still alive since the last one, so with a threshold below a page's allocations it walks each
     page's rows, lookups and records once or twice: with the default (700) a fifth of the CPU of a
-    store-only pass, with 50,000 still 4.5 s of a million-row one; with :data:`GC_THRESHOLD` 0.01 s
-    (``python -m bench --only operator_warehouse`` prints it as ``gc``). Cycles are still
-    collected. Process-wide, so the first of concurrent passes saves the thresholds and the last
-    one restores them.
+    store-only pass, with 50,000 still seconds of a million-row one. ``python -m bench --only
+    operator_warehouse`` prints the collector's share as ``gc``. Cycles are still collected.
+    Process-wide, so the first of concurrent passes saves the thresholds and the last one
+    restores them.
     """
     global _gc_users, _gc_saved
     with _gc_lock:
