@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,14 +55,14 @@ def phase_cpu() -> Iterator[dict[str, float]]:
                 spent["pages"] += time.thread_time() - started
             yield page
 
-    collecting: dict[int, float] = {}  # thread id -> thread_time when its collection started
+    collection_started = 0.0  # one collection at a time, wholly in the thread that started it
 
     def collector(phase: str, info: dict[str, Any]) -> None:
-        thread = threading.get_ident()
+        nonlocal collection_started
         if phase == "start":
-            collecting[thread] = time.thread_time()
-        elif (started := collecting.pop(thread, None)) is not None:
-            spent[GC] += time.thread_time() - started
+            collection_started = time.thread_time()
+        else:
+            spent[GC] += time.thread_time() - collection_started
 
     DueList.raw_pages = timed_pages  # type: ignore[method-assign]
     gc.callbacks.append(collector)
