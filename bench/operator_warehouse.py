@@ -34,7 +34,7 @@ from bench.operator_common import (
     shared_store,
     wrong_statuses,
 )
-from bench.phases import describe_phases, phase_cpu
+from bench.phases import describe_machine, describe_phases, machine_cpu, phase_cpu
 
 FULL_ROWS, QUICK_ROWS = 1_000_000, 100_000
 
@@ -61,13 +61,14 @@ def operator_warehouse(quick: bool) -> list[Result]:
         create_customers(db, table, values)
         built = time.perf_counter() - started
         say(f"{kind}: table of {rows:,} messy rows built in {built:.1f} s; {load_note()}")
-        with phase_cpu() as spent:
+        with phase_cpu() as spent, machine_cpu() as machine:
             ours = run_refresh(db, table, new_hook(None), store, db.name("runs"))
         summary = ours.summary
         if summary.requests_sent or summary.rows_written != rows:
             raise AssertionError(f"expected {rows:,} rows written and no request: {describe(summary)}")
         ours_rate = rows / ours.seconds
         phases = describe_phases(spent, ours.cpu_s, rows)
+        phases += f"; {describe_machine(machine, with_server=kind == 'postgres')}"
         say(f"ours: {ours.seconds:.1f} s wall, {ours_rate:,.0f} rows/s; {phases}")
         say(describe(summary))
         wrong = wrong_statuses(db, table, rows)

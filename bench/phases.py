@@ -2,12 +2,15 @@
 
 :func:`phase_cpu` wraps the classes' methods for the duration of a block (a few hundred calls) and
 counts the CPU of the thread each call runs in; :func:`describe_phases` prints the split.
+:func:`machine_cpu` reads the rest of the machine from ``/proc``: the local database server's
+processes and how long the cores sat idle (Linux only; empty elsewhere).
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,3 +100,52 @@ def describe_phases(spent: dict[str, float], total_cpu: float, rows: int) -> str
         f"CPU {total_cpu:.1f} s = {', '.join(parts)}, parsing+bookkeeping {rest:.1f} s "
         f"({1e6 * total_cpu / max(1, rows):.1f} us/row); gc {spent.get(GC, 0.0):.2f} s of it"
     )
+
+
+@contextmanager
+def machine_cpu(server: str = "postgres") -> Iterator[dict[str, float]]:
+    """While inside the block: CPU seconds of the processes named ``server`` (a database server on
+    this machine) under ``"server"``, and the share of the cores' time spent idle under
+    ``"idle"``, from ``/proc``; an empty dict where ``/proc`` cannot be read."""
+    found: dict[str, float] = {}
+    try:
+        server_before, cores_before = _server_seconds(server), _core_ticks()
+    except OSError:
+        yield found
+        return
+    yield found
+    server_after, cores_after = _server_seconds(server), _core_ticks()
+    busy, idle = (after - before for after, before in zip(cores_after, cores_before, strict=True))
+    found["server"] = server_after - server_before
+    found["idle"] = idle / max(1, busy + idle)
+
+
+def _server_seconds(name: str) -> float:
+    """User + system CPU of every live process whose name starts with ``name``."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # exited meanwhile
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")].startswith(name):
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _core_ticks() -> tuple[int, int]:
+    """(busy, idle) ticks of all cores since boot; iowait counts as idle."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values[:8]) - idle, idle
+
+
+def describe_machine(found: dict[str, float], with_server: bool) -> str:
+    """``database server CPU X s, cores idle Y%`` (the server only where it is a process here)."""
+    if not found:
+        return "machine CPU not readable"
+    server = f"database server CPU {found['server']:.1f} s, " if with_server else ""
+    return f"{server}cores idle {found['idle']:.0%} of the run"
