@@ -105,8 +105,10 @@ def describe_phases(spent: dict[str, float], total_cpu: float, rows: int) -> str
 @contextmanager
 def machine_cpu(server: str = "postgres") -> Iterator[dict[str, float]]:
     """While inside the block: CPU seconds of the processes named ``server`` (a database server on
-    this machine) under ``"server"``, and the share of the cores' time spent idle under
-    ``"idle"``, from ``/proc``; an empty dict where ``/proc`` cannot be read."""
+    this machine: its backends and its background writers) under ``"server"``, and the share of
+    the cores' time spent idle under ``"idle"``, from ``/proc``; an empty dict where ``/proc``
+    cannot be read. A process that exits inside the block is not counted (the pool keeps a
+    refresh's connections, so their backends live on)."""
     found: dict[str, float] = {}
     try:
         server_before, cores_before = _server_seconds(server), _core_ticks()
