@@ -187,14 +187,21 @@ class Sandbox:
     def cpu_seconds(self) -> float:
         """User+system CPU seconds of the sandbox process so far (Linux /proc; NaN elsewhere)."""
         try:
-            with open(f"/proc/{self.proc.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+            return process_cpu(self.proc.pid)[1]
         except OSError:
             return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self._admin.close()
+
+
+def process_cpu(pid: int | str) -> tuple[str, float]:
+    """(name, user+system CPU seconds so far) of a process, from ``/proc/<pid>/stat`` (Linux).
+    Raises OSError where there is no such file: not Linux, or the process has exited."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _flag_value(value: object) -> str:

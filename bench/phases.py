@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bench.common import process_cpu
+
 #: Key of :func:`phase_cpu`'s dict for the collector's CPU (inside the phases, not one of them).
 GC = "gc"
 
@@ -124,17 +126,15 @@ def machine_cpu(server: str = "postgres") -> Iterator[dict[str, float]]:
 
 def _server_seconds(name: str) -> float:
     """User + system CPU of every live process whose name starts with ``name``."""
-    ticks = 0
+    seconds = 0.0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
+            process, cpu = process_cpu(pid)
         except OSError:  # exited meanwhile
             continue
-        if stat[stat.index("(") + 1 : stat.rindex(")")].startswith(name):
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if process.startswith(name):
+            seconds += cpu
+    return seconds
 
 
 def _core_ticks() -> tuple[int, int]:
