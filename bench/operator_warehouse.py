@@ -8,11 +8,19 @@
 4. Finding the due rows: 10,000 due (never checked, phone changed, expired: a third each) among a
    million rows otherwise fresh; ``DueList.create`` + reading every page (``pages(5000)``) against
    a full ``SELECT *`` fetched into Python and filtered there with the same rules.
+
+The goal of 3 is absolute, so benchmark 3 also measures one of the issue's anchors of machine
+speed in the same run: SQLite's own ``executemany`` UPDATE by primary key (the issue: about
+400,000 rows/s). The other anchor, ``phonenumbers`` on one core (about 17,000/s), is the baseline
+of ``numbers_parse``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sqlite3
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +58,16 @@ def operator_warehouse(quick: bool) -> list[Result]:
     rows, distinct = sizes(quick)
     cap_s = 4.0 if quick else 6.0
     values = phones(rows, distinct)
-    out: list[Result] = []
+    anchor = sqlite_update_rate(rows)
+    say(f"anchor: SQLite executemany UPDATE by primary key, {rows:,} rows: {anchor:,.0f} rows/s")
+    out = [
+        Result(
+            f"anchor: SQLite executemany UPDATE by key, {rows:,} rows",
+            anchor,
+            "rows/s",
+            note="machine speed in this run; the issue measured about 400,000 rows/s",
+        )
+    ]
     for kind in kinds(quick):
         db = shared(kind)
         store, prefill_s = shared_store(db, rows, distinct)
@@ -95,6 +112,35 @@ def operator_warehouse(quick: bool) -> list[Result]:
             correctness_row(f"{kind}: all fresh in store", wrong, 10_000),
         ]
     return out
+
+
+def sqlite_update_rate(rows: int) -> float:
+    """Rows/s of one ``executemany`` UPDATE of seven columns by INTEGER PRIMARY KEY, committed, on
+    a fresh SQLite file of ``rows`` rows, through the plain ``sqlite3`` module (no SQLAlchemy)."""
+    folder = tempfile.mkdtemp(prefix="phonestatus-bench-anchor-")
+    path = os.path.join(folder, "anchor.db")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, phone TEXT, status TEXT, code TEXT, carrier TEXT,"
+            " ported BOOLEAN, checked_at DATETIME, order_no TEXT, checked_value TEXT)"
+        )
+        conn.executemany("INSERT INTO t (id, phone) VALUES (?, ?)", ((i, "13800138000") for i in range(rows)))
+        conn.commit()
+        at = "2026-11-28 10:00:00.000000"
+        values = [("active", "1", "china_mobile", 0, at, f"BENCH{i}", "13800138000", i) for i in range(rows)]
+        started = time.perf_counter()
+        conn.executemany(
+            "UPDATE t SET status = ?, code = ?, carrier = ?, ported = ?, checked_at = ?, order_no = ?,"
+            " checked_value = ? WHERE id = ?",
+            values,
+        )
+        conn.commit()
+        return rows / (time.perf_counter() - started)
+    finally:
+        conn.close()
+        os.remove(path)
+        os.rmdir(folder)
 
 
 # -- 4. due selection ----------------------------------------------------------------------------
