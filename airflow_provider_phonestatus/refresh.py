@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.batch import LookupBatch
-from airflow_provider_phonestatus.exceptions import PhoneStatusError
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, PhoneStatusError
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.progress import Progress
@@ -117,6 +117,12 @@ class TableRefresh:
         options: RefreshOptions,
         summary: RunSummary | None = None,
     ) -> None:
+        if store is None and not options.dry_run:
+            # A number met again after its answer's batch was committed is found in the store;
+            # without one it would be asked (and paid for) a second time in the same run.
+            raise PhoneStatusConfigError(
+                "a refresh that writes needs the results store (only a dry run may go without)"
+            )
         self.conn = conn
         self.target = target
         self.store = store

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.sandbox import SandboxServer
@@ -109,3 +110,20 @@ def test_a_failed_write_behind_fails_the_run_and_keeps_the_batches_before(
     written = [row["phone_status"] for row in table_rows(warehouse, table)]
     assert written[:40] == ["active"] * 40 and written[40] is None
     assert writers() == []
+
+
+def test_a_refresh_that_writes_needs_the_store(warehouse: Warehouse, sandbox: SandboxServer) -> None:
+    """Without the store a number met again after its batch was committed would be paid twice."""
+    table = customers(warehouse, numbers(3))
+    sandbox.reset()
+    with warehouse.engine.connect() as conn:
+        target = TargetTable.load(
+            conn, table, key_columns="id", phone_column="phone", columns=StatusColumns()
+        )
+        with pytest.raises(PhoneStatusConfigError, match="needs the results store"):
+            TableRefresh(conn, target, None, make_hook(sandbox), RevalidationPolicy(), SMALL)
+        dry = TableRefresh(
+            conn, target, None, make_hook(sandbox), RevalidationPolicy(), RefreshOptions(dry_run=True)
+        )
+        assert dry.run().lookups_to_pay == 3
+    assert sandbox.ledger()["requests"] == 0  # a dry run sends nothing
