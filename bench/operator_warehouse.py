@@ -17,6 +17,7 @@ of ``numbers_parse``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -117,10 +118,10 @@ def operator_warehouse(quick: bool) -> list[Result]:
 def sqlite_update_rate(rows: int) -> float:
     """Rows/s of one ``executemany`` UPDATE of seven columns by INTEGER PRIMARY KEY, committed, on
     a fresh SQLite file of ``rows`` rows, through the plain ``sqlite3`` module (no SQLAlchemy)."""
-    folder = tempfile.mkdtemp(prefix="phonestatus-bench-anchor-")
-    path = os.path.join(folder, "anchor.db")
-    conn = sqlite3.connect(path)
-    try:
+    with (
+        tempfile.TemporaryDirectory(prefix="phonestatus-bench-anchor-") as folder,
+        contextlib.closing(sqlite3.connect(os.path.join(folder, "anchor.db"))) as conn,
+    ):
         conn.execute(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, phone TEXT, status TEXT, code TEXT, carrier TEXT,"
             " ported BOOLEAN, checked_at DATETIME, order_no TEXT, checked_value TEXT)"
@@ -137,10 +138,6 @@ def sqlite_update_rate(rows: int) -> float:
         )
         conn.commit()
         return rows / (time.perf_counter() - started)
-    finally:
-        conn.close()
-        os.remove(path)
-        os.rmdir(folder)
 
 
 # -- 4. due selection ----------------------------------------------------------------------------
