@@ -3,19 +3,28 @@
 A number the vendor rejects, or one that stays unanswered after retries, is not an exception: it
 is that number's result (``rejected`` / ``failed``). These exceptions are for causes that would
 fail every remaining number the same way, where going on would only spend quota.
+
+Those no later attempt can fix either (a refused key, a wrong URL, an empty balance, a bad
+setting) are also ``AirflowFailException``s: the task fails at once, without Airflow's retries,
+which would only repeat the refusal. ``VendorUnavailable`` may pass, so Airflow retries it.
 """
 
 from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException
 
+try:
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow < 3.2 keeps it in the core package
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+
 
 class PhoneStatusError(AirflowException):
     """Base class of the provider's errors."""
 
 
-class PhoneStatusConfigError(PhoneStatusError):
-    """The connection or an argument is unusable (bad URL, bad rate limit, ...)."""
+class PhoneStatusConfigError(PhoneStatusError, AirflowFailException):
+    """The connection or an argument is unusable (bad URL, bad rate limit, ...); never retried."""
 
 
 class BatchStopped(PhoneStatusError):
@@ -30,25 +39,26 @@ class BatchStopped(PhoneStatusError):
         self.vendor_code = vendor_code
 
 
-class ApiKeyRefused(BatchStopped):
+class ApiKeyRefused(BatchStopped, AirflowFailException):
     """The vendor refused the API key (HTTP 401/403 or envelope code 401/403)."""
 
     cause = "api_key_refused"
 
 
-class BalanceExhausted(BatchStopped):
+class BalanceExhausted(BatchStopped, AirflowFailException):
     """The plan's balance or quota is used up (HTTP 402, envelope 402, or a balance message)."""
 
     cause = "balance_exhausted"
 
 
-class EndpointNotFound(BatchStopped):
+class EndpointNotFound(BatchStopped, AirflowFailException):
     """The URL does not exist (HTTP 404/405): the connection's host or endpoint is wrong."""
 
     cause = "endpoint_not_found"
 
 
 class VendorUnavailable(BatchStopped):
-    """Too many numbers in a row went unanswered or were rejected: something systematic is wrong."""
+    """Too many numbers in a row went unanswered or were rejected: something systematic is wrong,
+    but possibly passing (an outage), so Airflow may retry the task."""
 
     cause = "vendor_unavailable"

@@ -6,12 +6,13 @@ with HTTP 200 and a non-200 envelope ``code``, so each answer is sorted into one
 =========  ==========================================================  =====================
 verdict    when                                                        effect
 =========  ==========================================================  =====================
-ANSWER     envelope code 200 with ``data``                             the number's result
+ANSWER     envelope code 200 with ``data.result`` (a non-empty scalar)   the number's result
 REJECTED   HTTP 400/422 or envelope 400/422 (bad parameter, bad        the number's result,
            number format) and other 4xx not listed below               not retried
 RETRY      HTTP 408/425/429/5xx, envelope 429/5xx or a "too frequent"  retried with backoff;
            message, timeouts, resets, malformed or empty bodies,      429 honours
-           unknown envelope codes                                      ``Retry-After``
+           success envelopes without a usable ``data.result``,       ``Retry-After``
+           unknown envelope codes
 STOP       HTTP or envelope 401/403 (key refused), 402 or a balance    the whole batch stops
            message (balance exhausted), HTTP 404/405 (wrong URL)       with an exception
 =========  ==========================================================  =====================
@@ -36,7 +37,7 @@ from airflow_provider_phonestatus.exceptions import (
     EndpointNotFound,
 )
 from airflow_provider_phonestatus.numbers import mask_number
-from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
+from airflow_provider_phonestatus.vocabulary import PhoneStatusResult, result_code
 
 
 class Verdict(enum.Enum):
@@ -105,10 +106,12 @@ def _read_envelope(
 ) -> Outcome:
     lowered = message.lower()
     data = envelope.get("data")
-    if code == 200 and isinstance(data, Mapping):
-        return Outcome(Verdict.ANSWER, "success", result=PhoneStatusResult.from_vendor_data(data))
     if code == 200:
-        return Outcome(Verdict.RETRY, "success envelope without data")
+        # Only data.result says anything about the number: anything less is a malformed body,
+        # which must never become (or overwrite) a status.
+        if isinstance(data, Mapping) and result_code(data.get("result")) is not None:
+            return Outcome(Verdict.ANSWER, "success", result=PhoneStatusResult.from_vendor_data(data))
+        return Outcome(Verdict.RETRY, "malformed success envelope: no usable data.result")
     if code == 429 or any(w in lowered for w in _THROTTLE_WORDS):
         return Outcome(Verdict.RETRY, f"throttled: {message}", throttled=True, retry_after=retry_after)
     if code == 402 or any(w in lowered for w in _BALANCE_WORDS):

@@ -54,6 +54,8 @@ class PhoneStatusSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise PhoneStatusConfigError(f"{name} must be a positive number, got {value!r}")
+        if not (math.isfinite(self.max_retry_after) and self.max_retry_after >= 0):
+            raise PhoneStatusConfigError("max_retry_after must be a number >= 0")
         for name in ("max_retries", "max_consecutive_failures"):
             if getattr(self, name) < 0:
                 raise PhoneStatusConfigError(f"{name} must not be negative")
@@ -105,17 +107,46 @@ class PhoneStatusSettings:
 
 _INTS = {"max_concurrency", "max_retries", "max_consecutive_failures"}
 _FLOATS = {"rate_limit_per_minute", "timeout", "backoff_base", "backoff_max", "max_retry_after"}
+_BOOLS = {"verify_ssl"}
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Extras typed in the UI arrive as strings; turn them into the field's type or say which."""
-    try:
-        if name in _INTS:
-            return int(value)
-        if name in _FLOATS:
-            return float(value)
-        if name == "verify_ssl":
-            return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
-    except (TypeError, ValueError):
-        raise PhoneStatusConfigError(f"phonestatus extra {name} has an unusable value {value!r}") from None
-    return str(value)
+    """Extras typed in the UI arrive as strings: turn each into its field's type, strictly.
+
+    Anything that is not clearly of the type is an error naming the extra: a typo must never
+    become a silent default (``verify_ssl: "flase"`` would otherwise turn TLS checks off).
+    """
+    if name in _BOOLS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise PhoneStatusConfigError(
+            f"phonestatus extra {name} must be true or false (yes/no, on/off, 1/0), got {value!r}"
+        )
+    if name in _INTS or name in _FLOATS:
+        number = _number(value)
+        if number is None or not math.isfinite(number) or (name in _INTS and not number.is_integer()):
+            kind = "a whole number" if name in _INTS else "a number"
+            raise PhoneStatusConfigError(f"phonestatus extra {name} must be {kind}, got {value!r}")
+        return int(number) if name in _INTS else number
+    if not isinstance(value, str):
+        raise PhoneStatusConfigError(f"phonestatus extra {name} must be text, got {value!r}")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    """A number given as a JSON number or as its text; booleans and other types are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None

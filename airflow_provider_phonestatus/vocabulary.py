@@ -128,9 +128,14 @@ class PhoneStatusResult:
 
     @classmethod
     def from_vendor_data(cls, data: Mapping[str, Any]) -> PhoneStatusResult:
-        """Read ``data`` of a successful envelope; values may be strings or numbers."""
-        code = _text(data.get("result"))
-        status = VENDOR_CODES.get(code, PhoneStatus.UNKNOWN) if code is not None else PhoneStatus.UNKNOWN
+        """Read ``data`` of a successful envelope; values may be strings or numbers.
+
+        ``data.result`` must be usable (:func:`result_code`): without it the envelope is malformed,
+        not an answer, and reading it is a caller's bug."""
+        code = result_code(data.get("result"))
+        if code is None:
+            raise ValueError("vendor data without a usable result is not an answer")
+        status = VENDOR_CODES.get(code, PhoneStatus.UNKNOWN)
         channel = _text(data.get("channel"))
         carrier = None if channel is None else VENDOR_CHANNELS.get(channel, Carrier.UNKNOWN)
         return cls(
@@ -155,6 +160,15 @@ class PhoneStatusResult:
             "message": self.message,
             "checked_at": self.checked_at,
         }
+
+
+def result_code(value: Any) -> str | None:
+    """``data.result`` as its code text, or None when it says nothing (missing, null, empty, or
+    not a scalar): such a success envelope is malformed. A code outside the contract's "0".."5"
+    is still an answer (``unknown``, raw code kept)."""
+    if not isinstance(value, (str, int, float)):
+        return None
+    return _text(value)
 
 
 def _text(value: Any) -> str | None:

@@ -22,9 +22,11 @@ from airflow_provider_phonestatus.exceptions import (
 )
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
 from airflow_provider_phonestatus.sandbox import SandboxServer
+from airflow_provider_phonestatus.sandbox.faults import KINDS as FAULT_KINDS
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus
 
+MALFORMED = [kind for kind in FAULT_KINDS if kind.startswith("malformed_")]
 FAST = {"rate_limit_per_minute": 600_000, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 2.0}
 
 
@@ -137,6 +139,7 @@ def test_many_distinct_numbers_each_sent_once(sandbox: SandboxServer) -> None:
         "html",
         "envelope_500",
         "timeout",
+        *MALFORMED,
     ],
 )
 def test_transient_failures_are_retried_then_answered(sandbox: SandboxServer, kind: str) -> None:
@@ -158,6 +161,21 @@ def test_throttled_answers_are_counted_and_retried(sandbox: SandboxServer, style
     assert hook.check("13800138001").status is PhoneStatus.ACTIVE
     assert hook.stats.throttled == 1
     assert sandbox.ledger()["requests"] == 2
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_a_malformed_success_envelope_never_becomes_a_status(sandbox: SandboxServer, kind: str) -> None:
+    """A success envelope without a usable data.result says nothing about the number: after the
+    retries the number is ``failed`` (never ``unknown``), and nothing was billed."""
+    sandbox.inject(kind, count=None)
+    hook = make_hook(sandbox, max_retries=2, max_consecutive_failures=0)
+    results = dict(hook.check_many(numbers(5)))
+    assert {r.status for r in results.values()} == {PhoneStatus.FAILED}
+    assert all(not r.is_answer and r.order_no is None for r in results.values())
+    assert all("malformed" in (r.message or "") for r in results.values())
+    ledger = sandbox.ledger()
+    assert (ledger["requests"], ledger["billed"]) == (15, 0)
+    assert hook.stats.lookups_ok == 0 and hook.stats.failed == 5
 
 
 def test_retries_are_capped_and_a_failure_is_labelled(sandbox: SandboxServer) -> None:

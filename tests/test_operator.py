@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
+from airflow_provider_phonestatus.sandbox.faults import KINDS as FAULT_KINDS
 from tests.airflow_run import test_dag_file
 from tests.db import Warehouse, customers, table_rows
 
@@ -169,6 +170,79 @@ def test_expired_statuses_are_due_and_a_failure_keeps_the_old_status(
     rows = table_rows(warehouse, name)
     assert rows[0]["phone_status"] == "active" and rows[0]["phone_checked_at"] == old  # kept, still due
     assert rows[1]["phone_status"] == "powered_off" and rows[1]["phone_checked_at"] > old
+
+
+def test_a_vendor_answering_only_malformed_envelopes_never_overwrites_good_statuses(
+    warehouse: Warehouse, vendor: SandboxServer
+) -> None:
+    """Success envelopes without a usable data.result, in every shape, then nothing else: the
+    table's expired good statuses all survive, and nothing is billed."""
+    phones = [f"1380014{i:04d}" for i in range(60)]
+    name = customers(warehouse, phones)
+    register_side_tables(warehouse, name)
+    assert run_task(**check_kwargs(warehouse, name))[0] == "success"
+    before = table_rows(warehouse, name)
+    assert all(r["phone_status"] == expected_status(p) for r, p in zip(before, phones, strict=True))
+    old = dt.datetime(2020, 1, 1)
+    with warehouse.engine.begin() as conn:  # every answer is now years old, and the store forgot it
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        conn.execute(table.update().values(phone_checked_at=old))
+        conn.execute(sa.delete(sa.Table(f"{name}_store", sa.MetaData(), autoload_with=conn)))
+    billed = vendor.ledger()["billed"]
+    shapes = [k for k in FAULT_KINDS if k.startswith("malformed_")]
+    for shape in shapes:
+        vendor.inject(shape, count=3)
+    vendor.inject(shapes[0], count=None)
+
+    state, _ = run_task(**check_kwargs(warehouse, name))
+
+    assert state == "failed"  # many numbers in a row got no status: the batch stopped
+    after = table_rows(warehouse, name)
+    assert [(r["phone_status"], r["phone_order_no"]) for r in after] == [
+        (r["phone_status"], r["phone_order_no"]) for r in before
+    ]
+    assert all(r["phone_checked_at"] == old for r in after)  # kept, and still due
+    assert vendor.ledger()["billed"] == billed
+    with warehouse.engine.connect() as conn:
+        store = sa.Table(f"{name}_store", sa.MetaData(), autoload_with=conn)
+        assert conn.execute(sa.select(sa.func.count()).select_from(store)).scalar() == 0
+
+
+@pytest.mark.parametrize(("fault", "status"), [("bad_key", None), ("http_500", 404)])
+def test_a_cause_no_retry_can_fix_fails_the_task_without_airflow_retries(
+    warehouse: Warehouse, vendor: SandboxServer, fault: str, status: int | None
+) -> None:
+    """A refused key (or a wrong URL) fails the task at once: retries=2 would ask three times."""
+    name = customers(warehouse, [f"1380015{i:04d}" for i in range(20)])
+    register_side_tables(warehouse, name)
+    vendor.inject(fault, count=None, status=status)
+    state, _ = run_task(**check_kwargs(warehouse, name, retries=2, retry_delay=0))
+    assert state == "failed"
+    assert [(t, error.split(":")[0]) for t, error in _tries(warehouse, name)] == [
+        (1, "api_key_refused" if fault == "bad_key" else "endpoint_not_found")
+    ]
+    assert vendor.ledger()["requests"] <= 4  # what was in flight when the first refusal came
+
+
+def _tries(warehouse: Warehouse, name: str) -> list[tuple[int, str]]:
+    """(try number, error) of each run in the run log, in order of tries."""
+    with warehouse.engine.connect() as conn:
+        log_table = sa.Table(f"{name}_runs", sa.MetaData(), autoload_with=conn)
+        rows = conn.execute(sa.select(log_table.c.try_number, log_table.c.error)).all()
+    return sorted((int(r[0]), r[1] or "") for r in rows)
+
+
+def test_a_passing_outage_is_retried_by_airflow(warehouse: Warehouse, vendor: SandboxServer) -> None:
+    """The control: a vendor outage (every answer a 503) stays retryable, so the task runs again."""
+    name = customers(warehouse, [f"1380016{i:04d}" for i in range(20)])
+    register_side_tables(warehouse, name)
+    vendor.inject("http_503", count=None)
+    state, _ = run_task(**check_kwargs(warehouse, name, retries=1, retry_delay=0))
+    assert state == "failed"
+    assert [(t, error.split(":")[0]) for t, error in _tries(warehouse, name)] == [
+        (1, "vendor_unavailable"),
+        (2, "vendor_unavailable"),
+    ]
 
 
 def test_exhausted_balance_fails_the_task_with_its_cause_and_keeps_what_was_answered(

@@ -50,7 +50,6 @@ def test_success_envelope_is_an_answer_with_every_field() -> None:
         ("4", PhoneStatus.PENDING_CANCELLATION),
         (5, PhoneStatus.POWERED_OFF),
         ("9", PhoneStatus.UNKNOWN),
-        (None, PhoneStatus.UNKNOWN),
         ("abc", PhoneStatus.UNKNOWN),
     ],
 )
@@ -58,6 +57,30 @@ def test_result_codes_as_strings_or_numbers(raw: object, status: PhoneStatus) ->
     outcome = read_response(200, {}, envelope(200, "success", {**SUCCESS, "result": raw}))
     assert outcome.verdict is Verdict.ANSWER and outcome.result is not None
     assert outcome.result.status is status
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": 200, "message": "success"},
+        {"code": 200, "message": "success", "data": None},
+        {"code": 200, "message": "success", "data": {}},
+        {"code": 200, "message": "success", "data": {**SUCCESS, "result": None}},
+        {"code": 200, "message": "success", "data": {**SUCCESS, "result": ""}},
+        {"code": 200, "message": "success", "data": {**SUCCESS, "result": "  "}},
+        {"code": 200, "message": "success", "data": {**SUCCESS, "result": True}},
+        {"code": 200, "message": "success", "data": {**SUCCESS, "result": {"code": "1"}}},
+        {"code": 200, "message": "success", "data": {**SUCCESS, "result": ["1"]}},
+        {"code": 200, "message": "success", "data": [SUCCESS]},
+        {"code": 200, "message": "success", "data": "1"},
+        {"code": "200", "message": "success", "data": {k: v for k, v in SUCCESS.items() if k != "result"}},
+    ],
+)
+def test_a_success_envelope_without_a_usable_result_is_malformed(body: dict[str, object]) -> None:
+    """Such an envelope says nothing about the number: retried like a bad body, never a status."""
+    outcome = read_response(200, {}, json.dumps(body).encode())
+    assert outcome.verdict is Verdict.RETRY and outcome.result is None and not outcome.throttled
+    assert "malformed" in outcome.reason
 
 
 def test_unknown_channel_is_kept_raw_and_labelled() -> None:

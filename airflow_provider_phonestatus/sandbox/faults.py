@@ -28,6 +28,14 @@ from airflow_provider_phonestatus.sandbox.truth import (
     envelope,
 )
 
+#: Success envelopes that say nothing about the number (no usable ``data.result``): malformed.
+MALFORMED_SUCCESS: dict[str, dict[str, Any]] = {
+    "malformed_no_data": {"code": 200, "message": "success"},
+    "malformed_empty_data": {"code": 200, "message": "success", "data": {}},
+    "malformed_null_result": {"code": 200, "message": "success", "data": {"result": None, "orderNo": "x"}},
+    "malformed_empty_result": {"code": 200, "message": "success", "data": {"result": "", "orderNo": "x"}},
+    "malformed_list_data": {"code": 200, "message": "success", "data": [{"result": "1"}]},
+}
 KINDS = (
     "http_500",
     "http_502",
@@ -43,6 +51,7 @@ KINDS = (
     "html",
     "bad_key",
     "balance_exhausted",
+    *MALFORMED_SUCCESS,
 )
 BAD_JSON = '{"code": 200, "data": '
 _REASONS = {
@@ -162,6 +171,8 @@ async def perform(rule: FaultRule, request: web.Request, config: SandboxConfig) 
         return throttled("envelope", 0, status)
     if kind == "envelope_500":
         return answer(status or 200, envelope(500, MSG_UPSTREAM_BUSY))
+    if kind in MALFORMED_SUCCESS:
+        return answer(status or 200, MALFORMED_SUCCESS[kind])
     if kind == "bad_json":
         return web.Response(status=status or 200, text=BAD_JSON, content_type="application/json")
     if kind == "empty_body":
