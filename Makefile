@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 VENV_MIN ?= .venv-min
-# The Airflow versions CI proves: the lowest pyproject.toml admits, and the newest it admits.
+# The Airflow versions CI proves: the floor pyproject.toml sets, and the newest release
+# (`pip index versions apache-airflow`; pyproject.toml has no ceiling, as the official providers).
 AIRFLOW_NEWEST ?= 3.3.2
 AIRFLOW_LOWEST ?= 3.1.8
 PIP_FLAGS ?= --quiet --disable-pip-version-check
