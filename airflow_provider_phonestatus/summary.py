@@ -9,7 +9,19 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from airflow_provider_phonestatus.warehouse.runlog import COUNTERS as RUN_LOG_COUNTERS
+#: The counters the run log keeps, one column each (a subset of :class:`RunSummary`'s fields).
+COUNTERS = (
+    "due_rows",
+    "distinct_numbers",
+    "requests_sent",
+    "paid_lookups",
+    "from_store",
+    "local_labels",
+    "throttled",
+    "retries",
+    "failures",
+    "rows_written",
+)
 
 
 @dataclass
@@ -35,7 +47,7 @@ class RunSummary:
     error: str | None = None
 
     def run_log_counts(self) -> dict[str, int]:
-        return {name: int(getattr(self, name)) for name in RUN_LOG_COUNTERS}
+        return {name: int(getattr(self, name)) for name in COUNTERS}
 
     def as_xcom(self) -> dict[str, Any]:
         """Plain JSON: counts, state and the error's cause; never a phone number."""

@@ -11,31 +11,17 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.revalidation import to_naive_utc
+from airflow_provider_phonestatus.summary import COUNTERS, RunSummary
 from airflow_provider_phonestatus.warehouse.store import TIMESTAMP, ensure_table
 from airflow_provider_phonestatus.warehouse.table import split_name
 
-if TYPE_CHECKING:  # summary.py reads this module's COUNTERS
-    from airflow_provider_phonestatus.summary import RunSummary
-
 DEFAULT_NAME = "phone_status_runs"
 STATES = ("running", "success", "failed", "dry_run")
-COUNTERS = (
-    "due_rows",
-    "distinct_numbers",
-    "requests_sent",
-    "paid_lookups",
-    "from_store",
-    "local_labels",
-    "throttled",
-    "retries",
-    "failures",
-    "rows_written",
-)
 _ERROR_LENGTH = 255
 
 
