@@ -206,13 +206,14 @@ class LookupBatch:
         self._done.put(exc)
 
 
-def lookup_all(client: LookupClient, nationals: Iterable[str]) -> Iterator[tuple[str, PhoneStatusResult]]:
-    """Look up each distinct national number once, yielding results as they arrive.
+def lookup_all(batch: LookupBatch, nationals: Iterable[str]) -> Iterator[tuple[str, PhoneStatusResult]]:
+    """Look up each distinct national number once on a new ``batch``, yielding results as they
+    arrive.
 
     On a batch-stopping answer no new request starts; results already answered are yielded first,
     then the cause is raised. Closing the iterator early halts the workers.
     """
-    with LookupBatch(client) as batch:
+    with batch:
         for national in dict.fromkeys(nationals):
             batch.submit(national)
         batch.close()

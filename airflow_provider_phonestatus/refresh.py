@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from airflow_provider_phonestatus.batch import LookupBatch
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, PhoneStatusError
-from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
+from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook, local_label
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.progress import Progress
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
@@ -163,7 +163,7 @@ class TableRefresh:
         )
         self.summary.due_rows = due.total
         progress = Progress(due.total, opts.progress_interval)
-        batch = LookupBatch(self.hook.client)
+        batch = self.hook.lookup_session()
         if self._writer is not None and WriteBehind.suits(self.conn):
             self._behind = WriteBehind(self.conn.engine, self.target)
         failed = True
@@ -238,9 +238,7 @@ class TableRefresh:
             if not isinstance(national, str):
                 self.summary.local_labels += 1
                 if (label := labels.get(national)) is None:
-                    label = labels[national] = PhoneStatusResult.local(
-                        PhoneStatus(national.kind.value), national.reason
-                    )
+                    label = labels[national] = local_label(national)
                 emit(key, phone_text, changed, label)
                 continue
             if national in waiting:
@@ -381,4 +379,4 @@ class TableRefresh:
         self.summary.retries = stats["retries"]
         if self.options.dry_run:
             self.summary.lookups_to_pay = self._submitted
-            self.summary.seconds_at_plan_rate = self._submitted * self.hook.settings.interval
+            self.summary.seconds_at_plan_rate = self._submitted * self.hook.plan_interval

@@ -3,6 +3,10 @@
 Numbers arrive as tables hold them; the hook answers invalid and unsupported ones locally, sends
 each distinct mobile number once (two spellings of one number are one request), paces every
 request at the plan rate, retries what can succeed later and stops the batch on what cannot.
+
+One path for every caller: values are classified by :func:`~.numbers.parse_national` and labelled
+by :func:`local_label`, and distinct national numbers go through :meth:`PhoneStatusHook.lookup_session`,
+the streaming API that :meth:`~PhoneStatusHook.check_many` and the operator's table pass both use.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from typing import Any, cast
 import httpx
 from airflow.sdk import BaseHook
 
-from airflow_provider_phonestatus.batch import lookup_all
+from airflow_provider_phonestatus.batch import LookupBatch, lookup_all
 from airflow_provider_phonestatus.client import LookupClient, LookupStats
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
-from airflow_provider_phonestatus.numbers import parse_number
+from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.protocol import Verdict, build_body, read_response
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
@@ -69,6 +73,21 @@ class PhoneStatusHook(BaseHook):
         """Requests sent, throttled answers, retries and successful lookups so far."""
         return self.client.stats
 
+    @property
+    def plan_interval(self) -> float:
+        """Seconds between two request starts at the connection's plan rate."""
+        return self.settings.interval
+
+    def lookup_session(self, backlog: int | None = None) -> LookupBatch:
+        """A streaming lookup session on this hook's engine and pacer; use it as a context manager.
+
+        Submit distinct national numbers while it runs (``submit``, ``has_room``), take answers as
+        they arrive (``results``), ``close()`` when no more will come, ``halt()`` to start no new
+        request (answers in flight are still delivered). A cause that stops the batch is kept in
+        ``error``. :meth:`check_many` and the operator both look numbers up through it.
+        """
+        return LookupBatch(self.client, backlog)
+
     def check(self, number: object) -> PhoneStatusResult:
         """Status of one number, as a table holds it; invalid or unsupported ones cost nothing."""
         for _, result in self.check_many([number]):
@@ -91,13 +110,13 @@ class PhoneStatusHook(BaseHook):
             if key in seen:
                 continue
             seen.add(key)
-            parsed = parse_number(value)
-            if parsed.national is None:
-                self.stats.add(answered_locally=1)
-                yield value, PhoneStatusResult.local(PhoneStatus(parsed.kind.value), parsed.reason)
+            national = parse_national(value)
+            if isinstance(national, str):
+                spellings.setdefault(national, []).append(value)
             else:
-                spellings.setdefault(parsed.national, []).append(value)
-        for national, result in lookup_all(self.client, spellings.keys()):
+                self.stats.add(answered_locally=1)
+                yield value, local_label(national)
+        for national, result in lookup_all(self.lookup_session(), spellings.keys()):
             for value in spellings[national]:
                 yield value, result
 
@@ -170,6 +189,11 @@ class PhoneStatusHook(BaseHook):
                 default=spec["schema"].get("default"),
             )
         return widgets
+
+
+def local_label(parsed: ParsedNumber) -> PhoneStatusResult:
+    """The free answer for a value that must not be sent (``invalid`` or ``unsupported``)."""
+    return PhoneStatusResult.local(PhoneStatus(parsed.kind.value), parsed.reason)
 
 
 def _hashable(value: object) -> Hashable:
