@@ -5,8 +5,11 @@ The engine spends most of its client CPU sending requests, so the transport is c
 against the sandbox, where a loop over one ``httpx.Client`` (httpcore + h11) spends 0.83 ms. So a
 direct connection is a plain ``http.client`` connection, kept alive and reopened after any
 failure; through a proxy, httpx's own ``HTTPTransport`` carries the requests (http, https and
-socks proxies, as httpx supports them). Either way failures come out as httpx's exceptions
-(``TimeoutException``, ``TransportError``), one vocabulary for the callers.
+socks proxies, as httpx supports them). The proxy is the connection's ``proxy`` extra or, without
+one, the one ``httpx.Client`` would take from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``,
+``ALL_PROXY``, ``NO_PROXY``, in either case), as Airflow's ``HttpHook`` does. Either way failures
+come out as httpx's exceptions (``TimeoutException``, ``TransportError``), one vocabulary for the
+callers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from types import TracebackType
 from typing import NamedTuple
 
 import httpx
+
+# httpx's own reading of the proxy variables, so ours cannot drift from it (pyproject pins httpx<1)
+from httpx._utils import URLPattern, get_environment_proxies
 
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 
@@ -43,6 +49,13 @@ def ssl_context(verify: bool) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def environment_proxy(url: httpx.URL) -> str | None:
+    """The proxy ``httpx.Client()`` (``trust_env``) would send ``url`` through, None for direct:
+    its mounts from the environment, most specific pattern first, and the first that matches."""
+    mounts = sorted((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items())
+    return next((proxy for pattern, proxy in mounts if pattern.matches(url)), None)
 
 
 class DirectConnection:
@@ -101,9 +114,11 @@ class Channel:
         }
         self._direct: DirectConnection | None = None
         self._proxied: httpx.HTTPTransport | None = None
-        if settings.proxy:
+        # as with httpx's ``proxy=``, an explicit proxy ignores the environment
+        proxy = settings.proxy or environment_proxy(self.url)
+        if proxy:
             self._proxied = httpx.HTTPTransport(
-                proxy=settings.proxy, verify=context, limits=httpx.Limits(max_connections=1)
+                proxy=proxy, verify=context, limits=httpx.Limits(max_connections=1)
             )
         else:
             self._direct = DirectConnection(self.url, settings.timeout, context)
