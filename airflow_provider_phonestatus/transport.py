@@ -19,7 +19,6 @@ import select
 import socket
 import ssl
 from collections.abc import Mapping
-from types import TracebackType
 from typing import NamedTuple
 
 import httpx
@@ -116,6 +115,8 @@ class Channel:
         self._proxied: httpx.HTTPTransport | None = None
         # as with httpx's ``proxy=``, an explicit proxy ignores the environment
         proxy = settings.proxy or environment_proxy(self.url)
+        #: whether requests go through a proxy (its URL may hold credentials: never logged)
+        self.through_proxy = bool(proxy)
         if proxy:
             self._proxied = httpx.HTTPTransport(
                 proxy=proxy, verify=context, limits=httpx.Limits(max_connections=1)
@@ -140,11 +141,3 @@ class Channel:
             self._direct.close()
         if self._proxied is not None:
             self._proxied.close()
-
-    def __enter__(self) -> Channel:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -18,6 +18,8 @@ import pendulum
 import phone_status_config as cfg
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
+
 DAG_ID = "example_customer_load"
 SAMPLE_PHONES = ["+86 138 0013 8001", "13900139005", "0086 137 0013 7007", "010-12345678", "n/a"]
 
@@ -44,7 +46,7 @@ def load_customers(table_name: str, **context: Any) -> dict[str, int]:
         sa.Column(phone, sa.String(64)),
         schema=schema or None,
     )
-    engine = cfg.warehouse_engine(cfg.warehouse_conn_id())
+    engine = sqlalchemy_engine(cfg.warehouse_conn_id())
     try:
         with engine.begin() as conn:
             target.create(conn, checkfirst=True)

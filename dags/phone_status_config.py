@@ -47,12 +47,12 @@ import datetime as dt
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_phonestatus.warehouse.filters import is_identifier
+
 if TYPE_CHECKING:
-    import sqlalchemy as sa
     from airflow.sdk import Asset
 
 # -- parse time: environment variables -----------------------------------------------------------
@@ -100,7 +100,6 @@ RUN_LOG_TABLE_TEMPLATE = f"{{{{ var.value.get('{VAR_RUN_LOG_TABLE}', '{DEFAULT_R
 MAX_CHECKS_TEMPLATE = "{{ phonestatus_budget(dag_run)['max_checks'] }}"
 TIME_BUDGET_TEMPLATE = "{{ phonestatus_budget(dag_run)['time_budget'] }}"
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TABLE_KEYS = {"key_column", "phone_column", "filter_columns", "source_asset"}
 
 
@@ -173,7 +172,7 @@ def tables() -> dict[str, TableConfig]:
 def _table(name: Any, spec: Any) -> TableConfig:
     where = f"{ENV_TABLES}[{name!r}]"
     parts = name.split(".") if isinstance(name, str) else []
-    if not 1 <= len(parts) <= 2 or not all(_IDENTIFIER.match(p) for p in parts):
+    if not 1 <= len(parts) <= 2 or not all(is_identifier(p) for p in parts):
         raise ConfigError(f"{where}: a table name is 'table' or 'schema.table' of letters, digits, _")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be an object with key_column and phone_column")
@@ -201,10 +200,6 @@ def _table(name: Any, spec: Any) -> TableConfig:
         filter_columns=None if filters is None else tuple(filters),
         source_asset_uri=source,
     )
-
-
-def is_identifier(value: Any) -> bool:
-    return isinstance(value, str) and bool(_IDENTIFIER.match(value))
 
 
 def warehouse_conn_id() -> str:
@@ -236,6 +231,18 @@ def manual_max_checks_limit() -> int:
     if value < 0:
         raise ConfigError(f"{ENV_MANUAL_MAX_CHECKS} must not be negative")
     return value
+
+
+def default_args(**more: Any) -> dict[str, Any]:
+    """``default_args`` of the example DAGs: what every ``PhoneStatusCheckOperator`` in them shares,
+    and ``more``. A ``@task`` has none of these parameters and ignores them. (The warehouse's
+    ``conn_id`` is a required argument, so it stays in each call, where type checkers look.)"""
+    return {
+        "phonestatus_conn_id": phonestatus_conn_id(),
+        "results_table": RESULTS_TABLE_TEMPLATE,
+        "run_log_table": RUN_LOG_TABLE_TEMPLATE,
+        **more,
+    }
 
 
 def revalidation_timetable() -> Any:
@@ -308,15 +315,3 @@ def budget_macro(phonestatus_conn_id: str) -> Any:
         return lookup_budget(rate, window, started, now)
 
     return phonestatus_budget
-
-
-def warehouse_engine(conn_id: str) -> sa.Engine:
-    """The SQLAlchemy engine of an Airflow SQL connection (as the operator builds it)."""
-    from airflow.sdk import BaseHook
-
-    hook = BaseHook.get_connection(conn_id).get_hook()  # type: ignore[no-untyped-call]
-    get_engine = getattr(hook, "get_sqlalchemy_engine", None)
-    if get_engine is None:
-        raise ConfigError(f"connection {conn_id!r} gives no SQLAlchemy engine; use a SQL connection")
-    engine: sa.Engine = get_engine()
-    return engine

@@ -39,8 +39,9 @@ import pendulum
 import phone_status_config as cfg
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
-from airflow_provider_phonestatus.warehouse.filters import OPS
+from airflow_provider_phonestatus.warehouse.filters import check_untrusted_filter, filter_json_schema
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
@@ -48,44 +49,7 @@ except ImportError:  # Airflow 3.1
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,unused-ignore]
 
 DAG_ID = "phone_status_manual_check"
-MAX_CONDITIONS = 10
-MAX_TEXT = 200
-MAX_LIST = 1000
-_LIST_OPS = ("in", "not in", "between")
-_NULL_OPS = ("is null", "is not null")
 PARAM_NAMES = ("table", "row_filter", "max_checks", "dry_run", "ignore_revalidation_ages")
-
-_SCALAR: dict[str, Any] = {
-    "anyOf": [{"type": "string", "maxLength": MAX_TEXT}, {"type": ["number", "boolean", "null"]}]
-}
-_NON_NULL_SCALAR: dict[str, Any] = {
-    "anyOf": [{"type": "string", "maxLength": MAX_TEXT}, {"type": ["number", "boolean"]}]
-}
-#: JSON schema of the form's filter: what the operator's structured filter accepts, as a mapping.
-FILTER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "maxProperties": MAX_CONDITIONS,
-    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,62}$"},
-    "additionalProperties": {
-        "anyOf": [
-            _SCALAR,
-            {
-                "type": "object",
-                "required": ["op"],
-                "additionalProperties": False,
-                "properties": {
-                    "op": {"enum": list(OPS)},
-                    "value": {
-                        "anyOf": [
-                            _SCALAR,
-                            {"type": "array", "minItems": 1, "maxItems": MAX_LIST, "items": _NON_NULL_SCALAR},
-                        ]
-                    },
-                },
-            },
-        ]
-    },
-}
 
 
 class RequestError(ValueError):
@@ -118,66 +82,23 @@ def check_request(
         if not isinstance(params.get(flag), bool):
             raise RequestError(f"{flag} must be true or false, got {params.get(flag)!r}")
         flags[flag] = params[flag]
+    try:
+        row_filter = check_untrusted_filter(
+            params.get("row_filter"),
+            table=table.name,
+            phone_column=table.phone_column,
+            allowed=table.filter_columns,
+        )
+    except PhoneStatusConfigError as exc:
+        raise RequestError(str(exc)) from None
     return {
         "table": table.name,
         "key_column": table.operator_key_column(),
         "phone_column": table.phone_column,
-        "row_filter": _check_filter(params.get("row_filter"), table),
+        "row_filter": row_filter,
         "max_checks": max_checks,
         **flags,
     }
-
-
-def _check_filter(value: Any, table: cfg.TableConfig) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RequestError(f"row_filter must be a JSON object, got {type(value).__name__}")
-    if len(value) > MAX_CONDITIONS:
-        raise RequestError(f"row_filter has {len(value)} conditions; at most {MAX_CONDITIONS}")
-    for column, condition in value.items():
-        where = f"row_filter on {column!r}"
-        if not cfg.is_identifier(column):
-            raise RequestError(f"{where}: not a column name")
-        if column == table.phone_column:
-            raise RequestError(f"{where}: filtering on the phone column is not allowed")
-        if table.filter_columns is not None and column not in table.filter_columns:
-            allowed = ", ".join(table.filter_columns) or "none"
-            raise RequestError(f"{where}: not a filter column of {table.name} (allowed: {allowed})")
-        if not isinstance(condition, dict):
-            _check_scalar(where, condition, nullable=True)
-            continue
-        if "op" not in condition or not set(condition) <= {"op", "value"}:
-            raise RequestError(f"{where}: a condition is {{'op': ..., 'value': ...}}")
-        op = condition["op"]
-        if not isinstance(op, str) or " ".join(op.lower().split()) not in OPS:
-            raise RequestError(f"{where}: unknown operator {op!r}; known: {', '.join(OPS)}")
-        op = " ".join(op.lower().split())
-        operand = condition.get("value")
-        if op in _NULL_OPS:
-            if operand is not None:
-                raise RequestError(f"{where}: {op!r} takes no value")
-        elif op in _LIST_OPS:
-            if not isinstance(operand, list) or not 1 <= len(operand) <= MAX_LIST:
-                raise RequestError(f"{where}: {op!r} needs a list of 1 to {MAX_LIST} values")
-            if op == "between" and len(operand) != 2:
-                raise RequestError(f"{where}: 'between' needs exactly 2 values")
-            for item in operand:
-                _check_scalar(where, item, nullable=False)
-        else:
-            _check_scalar(where, operand, nullable=op in ("=", "!="))
-    return dict(value)
-
-
-def _check_scalar(where: str, value: Any, *, nullable: bool) -> None:
-    if value is None:
-        if not nullable:
-            raise RequestError(f"{where}: null is not allowed here (use 'is null')")
-        return
-    if not isinstance(value, (str, int, float, bool)):
-        raise RequestError(f"{where}: values must be text, numbers, booleans or null")
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        raise RequestError(f"{where}: text values are at most {MAX_TEXT} characters")
 
 
 @task(multiple_outputs=True)
@@ -207,7 +128,7 @@ def _params() -> dict[str, Param]:
             title="Row filter",
             description='JSON object, e.g. {"region": "east", "score": {"op": ">=", "value": 3}}; '
             "{} checks every due row.",
-            **FILTER_SCHEMA,
+            **filter_json_schema(),
         ),
         "max_checks": Param(
             min(1000, limit),
@@ -239,6 +160,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz=cfg.timezone_name()),
     catchup=False,
     params=_params(),
+    default_args=cfg.default_args(),
     tags=["phonestatus"],
     doc_md=__doc__,
 ) as dag:
@@ -246,7 +168,6 @@ with DAG(
     PhoneStatusCheckOperator(
         task_id="check",
         conn_id=cfg.warehouse_conn_id(),
-        phonestatus_conn_id=cfg.phonestatus_conn_id(),
         table=request["table"],
         key_column=request["key_column"],
         phone_column=request["phone_column"],
@@ -254,7 +175,5 @@ with DAG(
         max_checks=request["max_checks"],
         dry_run=request["dry_run"],
         ignore_revalidation_ages=request["ignore_revalidation_ages"],
-        results_table=cfg.RESULTS_TABLE_TEMPLATE,
-        run_log_table=cfg.RUN_LOG_TABLE_TEMPLATE,
-        pool=cfg.pool_name(),
+        pool=cfg.pool_name(),  # waits for a running revalidation instead of sharing the key's rate
     )

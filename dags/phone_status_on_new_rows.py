@@ -53,6 +53,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     user_defined_macros={"phonestatus_budget": cfg.budget_macro(cfg.phonestatus_conn_id())},
+    default_args=cfg.default_args(pool=cfg.pool_name()),  # every task here calls the API
     tags=["phonestatus"],
     doc_md=__doc__,
 ) as dag:
@@ -60,15 +61,11 @@ with DAG(
         PhoneStatusCheckOperator(
             task_id=f"check_new_rows__{table.slug}",
             conn_id=cfg.warehouse_conn_id(),
-            phonestatus_conn_id=cfg.phonestatus_conn_id(),
             table=table.name,
             key_column=table.operator_key_column(),
             phone_column=table.phone_column,
             revalidate_after=ONLY_NEW_OR_CHANGED,
             max_checks=cfg.MAX_CHECKS_TEMPLATE,
             time_budget=cfg.TIME_BUDGET_TEMPLATE,
-            results_table=cfg.RESULTS_TABLE_TEMPLATE,
-            run_log_table=cfg.RUN_LOG_TABLE_TEMPLATE,
-            pool=cfg.pool_name(),
             outlets=[table.status_asset()],
         )

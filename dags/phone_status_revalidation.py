@@ -48,7 +48,6 @@ twice. ``max_active_runs=1``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import Any
 
@@ -58,8 +57,9 @@ import sqlalchemy as sa
 from airflow.sdk import DAG, TaskGroup, task
 
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
-from airflow_provider_phonestatus.revalidation import to_naive_utc
-from airflow_provider_phonestatus.warehouse.runlog import RunLog, runs_table
+from airflow_provider_phonestatus.vocabulary import PhoneStatus
+from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
+from airflow_provider_phonestatus.warehouse.runlog import RunLog, latest_success, runs_table
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
@@ -71,17 +71,9 @@ REFRESH_TASK = "refresh"
 CHECK_TASK = "check_dead_share"
 
 #: Statuses that say the line is gone or going; ``unavailable`` is deliberately not one of them.
-DEAD_STATUSES = ("not_in_service", "suspended", "pending_cancellation")
+DEAD_STATUSES = (PhoneStatus.NOT_IN_SERVICE, PhoneStatus.SUSPENDED, PhoneStatus.PENDING_CANCELLATION)
 #: Statuses only the vendor gives: the denominator of the share.
-ANSWERED_STATUSES = (
-    "active",
-    "not_in_service",
-    "suspended",
-    "unavailable",
-    "pending_cancellation",
-    "powered_off",
-    "unknown",
-)
+ANSWERED_STATUSES = tuple(status for status in PhoneStatus if status.is_vendor_answer)
 log = logging.getLogger(__name__)
 #: Skew allowed between the worker's clock (run log) and the scheduler's (DAG run dates).
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -134,7 +126,7 @@ def check_dead_share(table: str, refresh_task_id: str) -> dict[str, Any]:
     except cfg.ConfigError as exc:
         raise AirflowFailException(str(exc)) from None
 
-    engine = cfg.warehouse_engine(cfg.warehouse_conn_id())
+    engine = sqlalchemy_engine(cfg.warehouse_conn_id())
     try:
         with engine.connect() as conn:
             this, baseline = runs_to_compare(conn, context, table, refresh_task_id)
@@ -172,48 +164,30 @@ def runs_to_compare(
     successful refresh of the previous successful DAG run (None on the first run)."""
     ti, dag_run = context["ti"], context["dag_run"]
     log_name = str(cfg.variable(cfg.VAR_RUN_LOG_TABLE, cfg.DEFAULT_RUN_LOG_TABLE))
-    runs = runs_table(log_name)
-    latest_success = (
-        sa.select(runs)
-        .where(
-            runs.c.dag_id == ti.dag_id,
-            runs.c.task_id == refresh_task_id,
-            runs.c.table_name == table,
-            runs.c.state == "success",
-        )
-        .order_by(runs.c.started_at.desc())
-        .limit(1)
-    )
-    this = conn.execute(latest_success.where(runs.c.run_id == ti.run_id)).first()
+    run_log = RunLog(runs_table(log_name))
+    refresh = {"dag_id": ti.dag_id, "task_id": refresh_task_id, "table_name": table}
+    this = latest_success(conn, run_log, run_id=ti.run_id, **refresh)
     if this is None:
         raise AirflowFailException(f"run log {log_name} has no successful {refresh_task_id} of {ti.run_id}")
-    baseline: Any = None
     prev_start = context.get("prev_start_date_success")  # lazy: asks Airflow only when used
     if prev_start:
         # Rows started while the previous successful DAG run ran: its refresh is the latest.
         prev_end = context.get("prev_end_date_success")
-        baseline = conn.execute(
-            latest_success.where(
-                runs.c.started_at >= to_naive_utc(prev_start) - CLOCK_SKEW,
-                runs.c.started_at <= (to_naive_utc(prev_end) if prev_end else this.started_at),
-                runs.c.run_uid != this.run_uid,
-            )
-        ).first()
+        baseline = latest_success(
+            conn,
+            run_log,
+            started_from=prev_start - CLOCK_SKEW,
+            started_to=prev_end or this["started_at"],
+            other_than=this["run_uid"],
+            **refresh,
+        )
     elif getattr(dag_run, "logical_date", None) is None:
         # A run without a logical date: Airflow cannot name the previous successful run, so the
         # previous successful refresh in the run log is the best baseline there is.
-        record = RunLog(runs).previous(
-            conn, dag_id=ti.dag_id, task_id=refresh_task_id, table_name=table, before_uid=this.run_uid
-        )
-        return _record(this), record
-    return _record(this), None if baseline is None else _record(baseline)
-
-
-def _record(row: Any) -> dict[str, Any]:
-    """A run log row as a dict, ``status_counts`` parsed."""
-    record = dict(row._mapping)
-    record["status_counts"] = json.loads(record["status_counts"]) if record["status_counts"] else {}
-    return record
+        baseline = run_log.previous(conn, before_uid=this["run_uid"], **refresh)
+    else:
+        baseline = None
+    return this, baseline
 
 
 def _describe(table: str, result: dict[str, Any]) -> str:
@@ -243,6 +217,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     user_defined_macros={"phonestatus_budget": cfg.budget_macro(cfg.phonestatus_conn_id())},
+    default_args=cfg.default_args(),
     tags=["phonestatus"],
     doc_md=__doc__,
 ) as dag:
@@ -251,15 +226,12 @@ with DAG(
             refresh = PhoneStatusCheckOperator(
                 task_id=REFRESH_TASK,
                 conn_id=cfg.warehouse_conn_id(),
-                phonestatus_conn_id=cfg.phonestatus_conn_id(),
                 table=table.name,
                 key_column=table.operator_key_column(),
                 phone_column=table.phone_column,
                 max_checks=cfg.MAX_CHECKS_TEMPLATE,
                 time_budget=cfg.TIME_BUDGET_TEMPLATE,
-                results_table=cfg.RESULTS_TABLE_TEMPLATE,
-                run_log_table=cfg.RUN_LOG_TABLE_TEMPLATE,
-                pool=cfg.pool_name(),
+                pool=cfg.pool_name(),  # the check below sends nothing and needs no slot
                 retries=2,  # a vendor outage: the retry pays only for what was not saved
                 retry_delay=dt.timedelta(minutes=15),
             )

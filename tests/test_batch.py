@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from airflow_provider_phonestatus.batch import INITIAL_WORKERS, LookupBatch
 from airflow_provider_phonestatus.client import LookupClient
 from airflow_provider_phonestatus.exceptions import BalanceExhausted
@@ -39,10 +37,10 @@ def test_halt_delivers_every_submission_and_only_asked_ones_are_answered(
     with LookupBatch(client_for(phonestatus_sandbox, max_concurrency=4)) as batch:
         for national in batch_numbers:
             batch.submit(national)
-        time.sleep(0.3)
+        got = dict(batch.results())  # halt once the first answer is in, however slow the machine
         batch.halt()
         batch.close()
-        got = drain(batch)
+        got.update(drain(batch))
     assert set(got) == set(batch_numbers) and batch.outstanding == 0  # nothing goes missing
     answered = {n for n, r in got.items() if r is not None}
     ledger = phonestatus_sandbox.ledger()
@@ -106,12 +104,3 @@ def test_workers_grow_to_what_a_slow_vendor_needs_after_close(phonestatus_sandbo
     assert ledger["requests"] == 80
     assert INITIAL_WORKERS < batch.workers <= 32
     assert ledger["max_concurrency"] > INITIAL_WORKERS
-
-
-def test_a_fast_vendor_needs_no_more_than_the_initial_workers(phonestatus_sandbox: SandboxServer) -> None:
-    # Answers in a few ms at 20 requests/s: two in flight keep the plan (more would take answers
-    # slower than 150 ms), so no worker is added.
-    phonestatus_sandbox.configure(rate_limit_per_minute=None, latency_ms=0)
-    wanted = [f"1390001{i:04d}" for i in range(1, 41)]
-    batch, got = submit_all_then_close(phonestatus_sandbox, wanted, per_minute=1200)
-    assert len(got) == 40 and batch.workers == INITIAL_WORKERS

@@ -189,7 +189,7 @@ def test_a_dead_proxy_in_the_environment_fails_the_lookups(
     assert all(r.message == "transport error: ConnectError" for r in results)
     assert sandbox.ledger()["requests"] == 0  # nothing got past the proxy that is not there
     ok, message = hook.test_connection()
-    assert not ok and "ConnectError" in message
+    assert not ok and "ConnectError" in message and "through the proxy" in message
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ the server closing an idle connection. Real HTTP(S) over loopback against the sa
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ def test_a_connection_closed_by_the_server_while_idle_is_reopened_without_a_fail
     sandbox = SandboxServer(port=port)
     sandbox.start()
     try:
-        with make_hook(sandbox).client.new_channel() as channel:
+        with contextlib.closing(make_hook(sandbox).client.new_channel()) as channel:
             first = channel.post(build_body("mobile", "13800138001"))
             sandbox.stop()  # closes every connection, ours included, while it is idle
             sandbox.start()

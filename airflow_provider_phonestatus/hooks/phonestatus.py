@@ -12,6 +12,7 @@ the streaming API that :meth:`~PhoneStatusHook.check_many` and the operator's ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Generator, Hashable, Iterable
 from functools import cached_property
 from typing import Any, cast
@@ -73,10 +74,9 @@ class PhoneStatusHook(BaseHook):
         """Requests sent, throttled answers, retries and successful lookups so far."""
         return self.client.stats
 
-    @property
-    def plan_interval(self) -> float:
-        """Seconds between two request starts at the connection's plan rate."""
-        return self.settings.interval
+    def seconds_at_plan_rate(self, requests: int) -> float:
+        """How long ``requests`` take at the connection's plan rate (a dry run's estimate)."""
+        return requests * self.settings.interval
 
     def lookup_session(self, backlog: int | None = None) -> LookupBatch:
         """A streaming lookup session on this hook's engine and pacer; use it as a context manager.
@@ -147,12 +147,13 @@ class PhoneStatusHook(BaseHook):
             return False, str(exc)
         client.pacer.wait()
         settings = client.settings
-        with client.new_channel() as channel:
+        with contextlib.closing(client.new_channel()) as channel:
             client.stats.add(requests_sent=1)
             try:
                 response = channel.post(build_body(settings.number_field, ""))
             except httpx.TransportError as exc:
-                return False, f"host unreachable: {settings.base_url} ({type(exc).__name__})"
+                via = " through the proxy" if channel.through_proxy else ""
+                return False, f"host unreachable{via}: {settings.base_url} ({type(exc).__name__})"
         outcome = read_response(response.status_code, response.headers, response.content)
         if outcome.verdict is Verdict.STOP:
             return False, outcome.reason

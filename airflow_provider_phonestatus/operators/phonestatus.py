@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseOperator
 
 from airflow_provider_phonestatus.exceptions import BatchStopped, PhoneStatusConfigError
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
@@ -21,6 +21,7 @@ from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
 from airflow_provider_phonestatus.warehouse.runlog import RunLog
 from airflow_provider_phonestatus.warehouse.store import ResultStore
 from airflow_provider_phonestatus.warehouse.table import TargetTable, split_name
@@ -56,7 +57,7 @@ class PhoneStatusCheckOperator(BaseOperator):
     :param results_table: the shared results store (free answers across tables and runs).
     :param run_log_table: one row per run with its counts.
     :param batch_size: paid answers per committed batch (free answers are committed in larger ones).
-    :param flush_interval: seconds between commits while answers trickle in.
+    :param flush_interval: seconds between commits while answers trickle in (a kill loses at most these).
     :param progress_interval: seconds between progress lines in the task log.
     """
 
@@ -95,7 +96,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         results_table: str = "phone_status_results",
         run_log_table: str = "phone_status_runs",
         batch_size: int = 500,
-        flush_interval: float = 5.0,
+        flush_interval: float = 1.0,
         progress_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
@@ -172,15 +173,7 @@ class PhoneStatusCheckOperator(BaseOperator):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _engine(self) -> sa.Engine:
-        hook = BaseHook.get_connection(self.conn_id).get_hook()  # type: ignore[no-untyped-call]
-        get_engine = getattr(hook, "get_sqlalchemy_engine", None)
-        if get_engine is None:
-            raise PhoneStatusConfigError(
-                f"connection {self.conn_id!r} ({type(hook).__name__}) gives no SQLAlchemy engine; "
-                "use a SQL connection such as sqlite, postgres or mysql"
-            )
-        engine: sa.Engine = get_engine()
-        return engine
+        return sqlalchemy_engine(self.conn_id)
 
     def _options(self, target: TargetTable, dry_run: bool) -> RefreshOptions:
         budget = _seconds("time_budget", self.time_budget)

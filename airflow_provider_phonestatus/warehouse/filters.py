@@ -165,3 +165,117 @@ def _coerce(where: str, column: sa.ColumnElement[Any], value: Any) -> Any:
     raise PhoneStatusConfigError(
         f"{where}: {mask_number(value)} ({type(value).__name__}) does not fit column type {kind!r}"
     )
+
+
+# -- filters from untrusted input ----------------------------------------------------------------
+# A filter typed into a trigger form (or sent as a run's conf) is checked where it arrives, before
+# any connection exists: its shape, its size, and which columns it may name. The operator checks
+# it again against the reflected table when it compiles it.
+
+#: A plain SQL identifier: letters, digits and ``_``, not starting with a digit, at most 63 long.
+IDENTIFIER_PATTERN = "^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+
+
+def is_identifier(value: Any) -> bool:
+    """``value`` is a plain SQL identifier (:data:`IDENTIFIER_PATTERN`): a name that needs no quoting."""
+    return isinstance(value, str) and value.isascii() and value.isidentifier() and len(value) <= 63
+
+
+def filter_json_schema(
+    *, max_conditions: int = 10, max_text: int = 200, max_items: int = 1000
+) -> dict[str, Any]:
+    """The JSON schema of a mapping filter with JSON values, e.g. for an Airflow ``Param``: what
+    :func:`check_untrusted_filter` accepts with the same limits, but for the columns it may name."""
+    scalar = {"type": "string", "maxLength": max_text}
+    operand = {"anyOf": [scalar, {"type": ["number", "boolean", "null"]}]}
+    items = {"anyOf": [scalar, {"type": ["number", "boolean"]}]}
+    entry = {
+        "type": "object",
+        "required": ["op"],
+        "additionalProperties": False,
+        "properties": {
+            "op": {"enum": list(OPS)},
+            "value": {
+                "anyOf": [operand, {"type": "array", "minItems": 1, "maxItems": max_items, "items": items}]
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "maxProperties": max_conditions,
+        "propertyNames": {"pattern": IDENTIFIER_PATTERN},
+        "additionalProperties": {"anyOf": [operand, entry]},
+    }
+
+
+def check_untrusted_filter(
+    spec: Any,
+    *,
+    table: str,
+    phone_column: str,
+    allowed: tuple[str, ...] | None = None,
+    max_conditions: int = 10,
+    max_text: int = 200,
+    max_items: int = 1000,
+) -> dict[str, Any]:
+    """A mapping filter from untrusted JSON, checked without a connection; a copy of it.
+
+    At most ``max_conditions`` columns, each an identifier, not ``phone_column`` (filtering on it
+    would let a form user probe whether a number is in ``table``) and, unless ``allowed`` is None,
+    one of ``allowed``. Values are text (at most ``max_text`` characters), numbers, booleans or
+    null; lists of 1 to ``max_items`` of them (no null) for in, not in and between. Raises
+    :class:`PhoneStatusConfigError` naming the column and what is wrong.
+    """
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise PhoneStatusConfigError(f"row filter must be a JSON object, got {type(spec).__name__}")
+    if len(spec) > max_conditions:
+        raise PhoneStatusConfigError(f"row filter has {len(spec)} conditions; at most {max_conditions}")
+    for column, condition in spec.items():
+        where = f"row filter on {column!r}"
+        if not is_identifier(column):
+            raise PhoneStatusConfigError(f"{where}: not a column name")
+        if column == phone_column:
+            raise PhoneStatusConfigError(f"{where}: filtering on the phone column is not allowed")
+        if allowed is not None and column not in allowed:
+            names = ", ".join(allowed) or "none"
+            raise PhoneStatusConfigError(f"{where}: not a filter column of {table} (allowed: {names})")
+        _check_untrusted(where, condition, max_text=max_text, max_items=max_items)
+    return dict(spec)
+
+
+def _check_untrusted(where: str, condition: Any, *, max_text: int, max_items: int) -> None:
+    """One column's condition: a plain value, or ``{"op": ..., "value": ...}``."""
+    if not isinstance(condition, Mapping):
+        _json_scalar(where, condition, max_text, nullable=True)
+        return
+    if "op" not in condition or not set(condition) <= {"op", "value"}:
+        raise PhoneStatusConfigError(f"{where}: a condition is {{'op': ..., 'value': ...}}")
+    op = condition["op"]
+    key = " ".join(op.lower().split()) if isinstance(op, str) else None
+    if key not in OPS:
+        raise PhoneStatusConfigError(f"{where}: unknown operator {op!r}; known: {', '.join(OPS)}")
+    operand = condition.get("value")
+    if key in _NULL_OPS:
+        if operand is not None:
+            raise PhoneStatusConfigError(f"{where}: {key!r} takes no value")
+    elif key in _LIST_OPS:
+        if not isinstance(operand, list) or not 1 <= len(operand) <= max_items:
+            raise PhoneStatusConfigError(f"{where}: {key!r} needs a list of 1 to {max_items} values")
+        if key == "between" and len(operand) != 2:
+            raise PhoneStatusConfigError(f"{where}: 'between' needs exactly 2 values")
+        for item in operand:
+            _json_scalar(where, item, max_text, nullable=False)
+    else:
+        _json_scalar(where, operand, max_text, nullable=key in ("=", "!="))
+
+
+def _json_scalar(where: str, value: Any, max_text: int, *, nullable: bool) -> None:
+    if value is None:
+        if not nullable:
+            raise PhoneStatusConfigError(f"{where}: null is not allowed here (use 'is null')")
+    elif not isinstance(value, (str, int, float, bool)):
+        raise PhoneStatusConfigError(f"{where}: values must be text, numbers, booleans or null")
+    elif isinstance(value, str) and len(value) > max_text:
+        raise PhoneStatusConfigError(f"{where}: text values are at most {max_text} characters")

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from airflow_provider_phonestatus.revalidation import to_naive_utc
 from airflow_provider_phonestatus.summary import COUNTERS, RunSummary
-from airflow_provider_phonestatus.warehouse.store import TIMESTAMP, ensure_table
-from airflow_provider_phonestatus.warehouse.table import split_name
+from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
+from airflow_provider_phonestatus.warehouse.table import new_table
 
 DEFAULT_NAME = "phone_status_runs"
 STATES = ("running", "success", "failed", "dry_run")
@@ -27,10 +27,8 @@ _ERROR_LENGTH = 255
 
 def runs_table(name: str = DEFAULT_NAME) -> sa.Table:
     """The run log's table definition; ``name`` may be ``schema.table``."""
-    schema, table_name = split_name(name)
-    return sa.Table(
-        table_name,
-        sa.MetaData(),
+    return new_table(
+        name,
         sa.Column("run_uid", sa.String(36), primary_key=True, autoincrement=False),
         sa.Column("dag_id", sa.String(250), nullable=False),
         sa.Column("task_id", sa.String(250), nullable=False),
@@ -44,20 +42,13 @@ def runs_table(name: str = DEFAULT_NAME) -> sa.Table:
         sa.Column("error", sa.String(_ERROR_LENGTH)),
         *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in COUNTERS),
         sa.Column("status_counts", sa.Text),
-        schema=schema,
     )
 
 
-class RunLog:
+class RunLog(OwnedTable):
     """Start, finish and read runs. Each call is one statement; the caller commits."""
 
-    def __init__(self, table: sa.Table) -> None:
-        self.table = table
-
-    @classmethod
-    def ensure(cls, conn: sa.Connection, name: str = DEFAULT_NAME) -> RunLog:
-        """The run log ``name``, created (and committed) if missing, checked if it exists."""
-        return cls(ensure_table(conn, runs_table(name)))
+    define = staticmethod(runs_table)
 
     def start(
         self,
@@ -163,3 +154,36 @@ def _as_dict(row: sa.Row[Any]) -> dict[str, Any]:
             record[name] = record[name].replace(tzinfo=dt.UTC)
     record["status_counts"] = json.loads(record["status_counts"]) if record["status_counts"] else {}
     return record
+
+
+def latest_success(
+    conn: sa.Connection,
+    log: RunLog,
+    *,
+    dag_id: str,
+    task_id: str,
+    table_name: str,
+    run_id: str | None = None,
+    started_from: dt.datetime | None = None,
+    started_to: dt.datetime | None = None,
+    other_than: str | None = None,
+) -> dict[str, Any] | None:
+    """The latest successful run of ``task_id`` in ``dag_id`` over ``table_name``, as
+    :meth:`RunLog.previous` gives it; None if there is none.
+
+    Narrowed to one DAG run (``run_id``), to runs started from ``started_from`` to ``started_to``
+    (aware, or naive UTC), and to runs other than the one whose ``run_uid`` is ``other_than``.
+    """
+    t = log.table
+    wanted = {"dag_id": dag_id, "task_id": task_id, "table_name": table_name, "run_id": run_id}
+    conditions = [t.c[name] == value for name, value in wanted.items() if value is not None]
+    conditions.append(t.c.state == "success")
+    if started_from is not None:
+        conditions.append(t.c.started_at >= to_naive_utc(started_from))
+    if started_to is not None:
+        conditions.append(t.c.started_at <= to_naive_utc(started_to))
+    if other_than is not None:
+        conditions.append(t.c.run_uid != other_than)
+    query = sa.select(t).where(*conditions).order_by(t.c.started_at.desc()).limit(1)
+    row = conn.execute(query).first()
+    return None if row is None else _as_dict(row)

@@ -23,12 +23,11 @@ from airflow_provider_phonestatus.numbers import mask_number
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy, to_naive_utc
 from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.due import oldest_fresh
+from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
 from airflow_provider_phonestatus.warehouse.table import (
     bulk_insert,
-    check_type,
     fetch_all,
-    reflect,
-    split_name,
+    new_table,
     text_lengths,
 )
 
@@ -36,18 +35,11 @@ DEFAULT_NAME = "phone_status_results"
 CHUNK = 1000  #: numbers per lookup query and rows per upsert statement
 ARRAY_CHUNK = 10_000  #: numbers per lookup query where they travel as one array (PostgreSQL, SQLite)
 
-#: Naive UTC with microseconds everywhere (MariaDB's plain DATETIME drops them).
-TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
-    mysql.DATETIME(fsp=6), "mysql", "mariadb"
-)
-
 
 def results_table(name: str = DEFAULT_NAME) -> sa.Table:
     """The store's table definition; ``name`` may be ``schema.table``."""
-    schema, table_name = split_name(name)
-    return sa.Table(
-        table_name,
-        sa.MetaData(),
+    return new_table(
+        name,
         sa.Column("national", sa.String(11), primary_key=True, autoincrement=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("vendor_code", sa.String(16)),
@@ -57,25 +49,21 @@ def results_table(name: str = DEFAULT_NAME) -> sa.Table:
         sa.Column("order_no", sa.String(64)),
         sa.Column("message", sa.String(255)),
         sa.Column("checked_at", TIMESTAMP, nullable=False),
-        schema=schema,
         # SQLite: the rows live in the primary key's own B-tree, so a lookup is one descent, not
         # an index descent and then a rowid one.
         sqlite_with_rowid=False,
     )
 
 
-class ResultStore:
+class ResultStore(OwnedTable):
     """Read fresh answers by national number; upsert new ones. The caller commits."""
 
+    define = staticmethod(results_table)
+
     def __init__(self, table: sa.Table) -> None:
-        self.table = table
+        super().__init__(table)
         self._names = [c.name for c in table.columns]
         self._lengths = text_lengths(table.columns)
-
-    @classmethod
-    def ensure(cls, conn: sa.Connection, name: str = DEFAULT_NAME) -> ResultStore:
-        """The store ``name``, created (and committed) if missing, checked if it exists."""
-        return cls(ensure_table(conn, results_table(name)))
 
     def fresh(
         self,
@@ -281,29 +269,6 @@ def _sql_freshness(
     ):
         return None
     return table.c.checked_at >= oldest_fresh(table.c.status, table.c.checked_at, policy, now)
-
-
-def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
-    """Create one of the provider's own tables (store, run log) if missing (committed), else check it."""
-    name = f"{table.schema}.{table.name}" if table.schema else table.name
-    if not sa.inspect(conn).has_table(table.name, schema=table.schema):
-        try:
-            table.create(conn)
-            conn.commit()
-        except sa.exc.DBAPIError:  # created meanwhile by a parallel task: check that one
-            conn.rollback()
-            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
-                raise
-        else:
-            return table
-    existing = reflect(conn, name)
-    problems = [
-        check_type(existing.c[c.name], c.type) if c.name in existing.c else f"column {c.name!r} is missing"
-        for c in table.columns
-    ]
-    if found := [p for p in problems if p]:
-        raise PhoneStatusConfigError(f"table {name!r} exists but does not fit: {'; '.join(found)}")
-    return table
 
 
 def _sqlite_version(dialect: sa.Dialect) -> tuple[int, ...]:

@@ -125,6 +125,12 @@ def split_name(name: str) -> tuple[str | None, str]:
     raise PhoneStatusConfigError(f"table name {name!r} must be 'table' or 'schema.table'")
 
 
+def new_table(name: str, *columns: sa.Column[Any], **kw: Any) -> sa.Table:
+    """A table of the provider's own (results store, run log); ``name`` may be ``schema.table``."""
+    schema, table_name = split_name(name)
+    return sa.Table(table_name, sa.MetaData(), *columns, schema=schema, **kw)
+
+
 def check_type(column: sa.Column[Any], expected: sa.types.TypeEngine[Any], min_length: int = 0) -> str | None:
     """Why ``column`` cannot hold values of ``expected``, or None when it can."""
     family = next((f for f in _FAMILIES if isinstance(expected, f)), None)

@@ -1,0 +1,60 @@
+"""The provider's own tables (results store, run log): defined here, created when missing.
+
+Each is created on first use (committed) and checked against its definition when it exists, so a
+table of the same name that does not fit fails clearly instead of losing data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
+from airflow_provider_phonestatus.warehouse.table import check_type, reflect
+
+#: Naive UTC with microseconds everywhere (MariaDB's plain DATETIME drops them).
+TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
+    mysql.DATETIME(fsp=6), "mysql", "mariadb"
+)
+
+
+def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
+    """Create one of the provider's own tables (store, run log) if missing (committed), else check it."""
+    name = f"{table.schema}.{table.name}" if table.schema else table.name
+    if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+        try:
+            table.create(conn)
+            conn.commit()
+        except sa.exc.DBAPIError:  # created meanwhile by a parallel task: check that one
+            conn.rollback()
+            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+                raise
+        else:
+            return table
+    existing = reflect(conn, name)
+    problems = [
+        check_type(existing.c[c.name], c.type) if c.name in existing.c else f"column {c.name!r} is missing"
+        for c in table.columns
+    ]
+    if found := [p for p in problems if p]:
+        raise PhoneStatusConfigError(f"table {name!r} exists but does not fit: {'; '.join(found)}")
+    return table
+
+
+class OwnedTable:
+    """One of the provider's own tables, by its definition ``define(name)``."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+
+    @staticmethod
+    def define(name: str) -> sa.Table:
+        raise NotImplementedError
+
+    @classmethod
+    def ensure(cls, conn: sa.Connection, name: str) -> Self:
+        """The table ``name``, created (and committed) if missing, checked if it exists."""
+        return cls(ensure_table(conn, cls.define(name)))
