@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
@@ -437,3 +438,22 @@ def test_openlineage_is_silent_without_the_provider(warehouse: Warehouse) -> Non
         assert op.get_openlineage_facets_on_complete(None) is None
     else:
         pytest.skip("the OpenLineage provider is installed here; the lowest-Airflow environment runs this")
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("batch_size", "500"),
+        ("flush_interval", "1s"),
+        ("flush_interval", -1),
+        ("flush_interval", float("nan")),
+        ("progress_interval", True),
+        ("create_columns", "maybe"),
+    ],
+)
+def test_a_typo_in_a_tuning_argument_fails_when_the_dag_is_parsed(argument: str, value: object) -> None:
+    kwargs: dict[str, Any] = {"conn_id": "w", "table": "t", "key_column": "id", "phone_column": "phone"}
+    with pytest.raises(PhoneStatusConfigError, match=argument):
+        PhoneStatusCheckOperator(task_id="check", **kwargs, **{argument: value})

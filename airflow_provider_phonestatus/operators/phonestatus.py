@@ -6,9 +6,11 @@ The operator is thin: it resolves the connections, checks its arguments, and han
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
@@ -114,13 +116,14 @@ class PhoneStatusCheckOperator(BaseOperator):
         # the issue's and the users' name for this switch wins.
         self.dry_run = dry_run  # type: ignore[assignment, method-assign]
         self.ignore_revalidation_ages = ignore_revalidation_ages
-        self.columns = StatusColumns.with_names(dict(column_names or {}))
-        self.create_columns = create_columns
         self.results_table = results_table
         self.run_log_table = run_log_table
-        self.batch_size = batch_size
-        self.flush_interval = flush_interval
-        self.progress_interval = progress_interval
+        # Not templated: checked when the DAG file is parsed, so a typo fails there, not mid-run.
+        self.columns = StatusColumns.with_names(dict(column_names or {}))
+        self.create_columns = _flag("create_columns", create_columns)
+        self.batch_size = int(_positive("batch_size", batch_size, whole=True))
+        self.flush_interval = _positive("flush_interval", flush_interval)
+        self.progress_interval = _positive("progress_interval", progress_interval)
         self._refresh: TableRefresh | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -129,7 +132,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         hook = PhoneStatusHook(self.phonestatus_conn_id)
         summary = RunSummary(dry_run=dry_run)
         engine = self._engine()
-        with engine.connect() as conn:
+        with _disposed(engine), engine.connect() as conn:
             target = TargetTable.load(
                 conn,
                 self.table,
@@ -218,6 +221,15 @@ class PhoneStatusCheckOperator(BaseOperator):
             self.log.exception("could not record the run in %s", self.run_log_table)
 
 
+@contextlib.contextmanager
+def _disposed(engine: sa.Engine) -> Iterator[None]:
+    """One engine per run: its pool (and the write-behind connection's) is closed at the end."""
+    try:
+        yield
+    finally:
+        engine.dispose()
+
+
 def _cause(exc: BaseException) -> str:
     if isinstance(exc, BatchStopped):
         return f"{exc.cause}: {exc}"[:255]
@@ -234,6 +246,19 @@ def _flag(name: str, value: Any) -> bool:
     if text in ("false", "0", "no", "off", "", "none"):
         return False
     raise PhoneStatusConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _positive(name: str, value: Any, *, whole: bool = False) -> float:
+    """A tuning argument: a positive number (a whole one if ``whole``), never a bool or text."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+        or (whole and not float(value).is_integer())
+    ):
+        kind = "a whole number > 0" if whole else "a number > 0"
+        raise PhoneStatusConfigError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
 
 
 def _count(name: str, value: Any) -> int | None:
