@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.batch import LookupBatch
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, PhoneStatusError
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook, local_label
+from airflow_provider_phonestatus.number_set import NumberSet
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.progress import Progress
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
@@ -100,7 +101,7 @@ class RefreshOptions:
     page_size: int = 20_000  #: due rows read per statement (and store lookups per page)
     batch_size: int = 500  #: paid answers per committed write batch
     free_batch_size: int = 20000  #: rows answered for free (store, local labels) per commit
-    flush_interval: float = 5.0  #: seconds between commits while answers trickle in
+    flush_interval: float = 1.0  #: seconds between commits while answers trickle in
     progress_interval: float = 30.0
 
 
@@ -136,13 +137,15 @@ class TableRefresh:
         self._store_policy = RevalidationPolicy.answered_since() if options.ignore_ages else policy
         self._writer = None if options.dry_run else RowWriter(target)
         self._behind: WriteBehind | None = None  # free rows written on a second connection
-        self._seen: set[int] = set()  # distinct numbers of this run, as ints (compact)
+        # Distinct numbers of this run: millions in a large table, so not a Python set (~70 bytes
+        # a number) but a temporary SQLite B-tree (~11 bytes a number, bounded page cache).
+        self._seen = NumberSet()
         self._waiting: dict[str, Waiting] = {}  # submitted, answer not yet taken
         self._unsaved: dict[str, PhoneStatusResult] = {}  # answered, not yet committed to the store
         self._failed: set[str] = set()  # asked this run without an answer: never again this run
         #: one local label per verdict and write batch (rows share it: made and converted once)
         self._labels: dict[ParsedNumber, PhoneStatusResult] = {}
-        self._dry_asked: set[str] = set()  # dry run: numbers a real run would ask
+        self._dry_asked = NumberSet()  # dry run: numbers a real run would ask (as many as due)
         self._rows: list[Answered] = []  # answered rows not yet written, grouped by result
         self._row_count = 0  # rows in self._rows
         self._stored: list[tuple[str, PhoneStatusResult]] = []
@@ -170,6 +173,7 @@ class TableRefresh:
         try:
             with due, batch, _fewer_gc_passes():
                 for page in due.raw_pages(opts.page_size):
+                    self._take(batch, timeout=0)  # what arrived while the page was read: committed on time
                     if self._should_stop_reading(batch):
                         self.summary.deferred_rows += len(page)
                         continue
@@ -185,8 +189,12 @@ class TableRefresh:
                     progress.maybe_log(self._rows_done(), self.hook.stats.lookups_ok, batch.outstanding)
             failed = False
         finally:
-            self._save_what_arrived(batch, failed)
-            self._count_stats()
+            try:
+                self._save_what_arrived(batch, failed)
+                self._count_stats()
+            finally:
+                self._seen.close()
+                self._dry_asked.close()
         if batch.error is not None:
             raise batch.error
         if self.stop_requested.is_set():
@@ -229,8 +237,7 @@ class TableRefresh:
         ``page`` holds ``DueList.raw_pages`` tuples: (key, phone, phone_text, status, urgency).
         """
         fresh_needed: dict[str, Waiting] = {}
-        seen, waiting, unsaved, failed = self._seen, self._waiting, self._unsaved, self._failed
-        dry_asked, labels = self._dry_asked, self._labels
+        waiting, unsaved, failed, labels = self._waiting, self._unsaved, self._failed, self._labels
         emit = self._emit
         for key, phone, phone_text, _, urgency in page:
             national = parse_national(phone)
@@ -247,17 +254,22 @@ class TableRefresh:
                 emit(key, phone_text, changed, unsaved[national])
             elif national in failed:
                 self.summary.deferred_rows += 1
-            elif national in dry_asked:
-                continue
             elif (rows := fresh_needed.get(national)) is not None:
                 rows.append((key, phone_text, changed))
             else:
                 fresh_needed[national] = [(key, phone_text, changed)]
-        # Every other number of the page was met on an earlier page; store answers are counted
-        # for the numbers met here first, so a number answered on several pages counts once.
-        new = {national for national in fresh_needed if int(national) not in seen}
-        seen.update(map(int, new))
-        stored = self._from_store(fresh_needed, new)
+        stored = self._from_store(fresh_needed)
+        # Every other number of the page was met on an earlier page. Store answers are counted for
+        # the numbers met here first, so a number answered on several pages counts once, and a
+        # paid answer read back later never (its number was met before it was asked).
+        new_stored = self._seen.add(stored)
+        self.summary.from_store += new_stored
+        rest = fresh_needed.keys() - stored.keys()
+        met_before = len(fresh_needed) - new_stored - self._seen.add(rest)
+        if met_before and self._dry_asked:  # dry run: asked on an earlier page, as if in flight
+            for national in self._dry_asked.members(list(rest)):
+                del fresh_needed[national]
+        asked: list[str] = []
         written, counts = self._rows, self.summary.status_counts
         for national, rows in fresh_needed.items():
             if (answer := stored.get(national)) is not None:
@@ -270,24 +282,21 @@ class TableRefresh:
             elif self._may_ask():
                 self._submitted += 1
                 if self.options.dry_run:
-                    self._dry_asked.add(national)
+                    asked.append(national)
                 else:
                     self._waiting[national] = rows
                     batch.submit(national)
             else:
                 self.summary.deferred_rows += len(rows)
+        self._dry_asked.add(asked)
         self.summary.distinct_numbers = len(self._seen)
         self._maybe_flush()
 
-    def _from_store(self, wanted: dict[str, Waiting], new: set[str]) -> dict[str, StoredValues]:
-        """Fresh store answers, as the values their rows receive (no result object per number);
-        ``new``: the numbers of ``wanted`` met for the first time in this run. A number this run
-        paid for was met before it was asked, so its answer read back later is never counted."""
+    def _from_store(self, wanted: dict[str, Waiting]) -> dict[str, StoredValues]:
+        """Fresh store answers, as the values their rows receive (no result object per number)."""
         if self.store is None or not wanted:
             return {}
-        found = self.store.fresh_values(self.conn, list(wanted), self._store_policy, self.now)
-        self.summary.from_store += sum(1 for national in found if national in new)
-        return found
+        return self.store.fresh_values(self.conn, list(wanted), self._store_policy, self.now)
 
     def _may_ask(self) -> bool:
         cap = self.options.max_checks
@@ -379,4 +388,4 @@ class TableRefresh:
         self.summary.retries = stats["retries"]
         if self.options.dry_run:
             self.summary.lookups_to_pay = self._submitted
-            self.summary.seconds_at_plan_rate = self._submitted * self.hook.plan_interval
+            self.summary.seconds_at_plan_rate = self.hook.seconds_at_plan_rate(self._submitted)

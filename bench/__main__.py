@@ -26,6 +26,7 @@ MODULES = (
     "bench.operator_waste",
     "bench.operator_warehouse",
     "bench.operator_rss",
+    "bench.operator_kill",
 )
 
 

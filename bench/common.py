@@ -177,6 +177,11 @@ class Sandbox:
         data.pop("by_number", None)
         return data
 
+    def by_number(self) -> dict[str, dict[str, int]]:
+        """The ledger's ``by_number``: number -> {"requests": n, "billed": n}."""
+        data: dict[str, dict[str, int]] = self._admin.get("/ledger").raise_for_status().json()["by_number"]
+        return data
+
     def reset(self) -> None:
         self._admin.post("/reset").raise_for_status()
 

@@ -39,6 +39,7 @@ from bench.common import SANDBOX_KEY, Result, say
 
 if TYPE_CHECKING:
     from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
+    from airflow_provider_phonestatus.refresh import RefreshOptions
     from airflow_provider_phonestatus.summary import RunSummary
 
 PG_URI = "postgres://postgres@127.0.0.1:5432/test"
@@ -267,8 +268,16 @@ class Refresh:
     cpu_s: float
 
 
-def run_refresh(db: Db, table: str, hook: PhoneStatusHook, store_name: str, runlog_name: str) -> Refresh:
-    """One refresh of ``table`` as ``PhoneStatusCheckOperator.execute`` runs it (module docstring)."""
+def run_refresh(
+    db: Db,
+    table: str,
+    hook: PhoneStatusHook,
+    store_name: str,
+    runlog_name: str,
+    options: RefreshOptions | None = None,
+) -> Refresh:
+    """One refresh of ``table`` as ``PhoneStatusCheckOperator.execute`` runs it (module docstring),
+    with the operator's default options unless ``options`` are given."""
     from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
     from airflow_provider_phonestatus.revalidation import RevalidationPolicy
     from airflow_provider_phonestatus.summary import RunSummary
@@ -299,7 +308,7 @@ def run_refresh(db: Db, table: str, hook: PhoneStatusHook, store_name: str, runl
             started_at=dt.datetime.now(dt.UTC),
         )
         conn.commit()
-        options = RefreshOptions()  # the operator's defaults: batch_size 500, flush_interval 5 s
+        options = options or RefreshOptions()  # the operator's defaults: batch 500, flush 1 s
         refresh = TableRefresh(
             conn, target, store, hook, RevalidationPolicy.from_user(None), options, summary
         )
