@@ -124,12 +124,8 @@ class TableRefresh:
             raise PhoneStatusConfigError(
                 "a refresh that writes needs the results store (only a dry run may go without)"
             )
-        self.conn = conn
-        self.target = target
-        self.store = store
-        self.hook = hook
-        self.policy = policy
-        self.options = options
+        self.conn, self.target, self.store, self.hook = conn, target, store, hook
+        self.policy, self.options = policy, options
         self.summary = summary or RunSummary(dry_run=options.dry_run)
         self.stop_requested = threading.Event()
         self.now = dt.datetime.now(dt.UTC)

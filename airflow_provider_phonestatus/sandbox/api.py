@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypedDict, Unpack
 
 from airflow_provider_phonestatus.sandbox.config import SandboxConfig
 
@@ -74,11 +74,25 @@ class Sandbox(Protocol):
         ...
 
 
+class Listen(TypedDict, total=False):
+    """Where a sandbox listens: ``host`` (127.0.0.1), ``port`` (0: a free one), and whether it logs
+    request lines (``access_log``, numbers masked)."""
+
+    host: str
+    port: int
+    access_log: bool
+
+
 class SandboxBase(ABC):
     """URLs, connection and context manager on top of ``start``/``stop``/``config``; ``_url`` is set
     by ``start`` and cleared by ``stop``."""
 
     _url: str | None = None
+
+    def __init__(self, **listen: Unpack[Listen]) -> None:
+        self.host = listen.get("host", "127.0.0.1")
+        self.port = listen.get("port", 0)
+        self.access_log = listen.get("access_log", False)
 
     @abstractmethod
     def start(self) -> str: ...

@@ -34,11 +34,11 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, Any, Unpack
 
 import httpx
 
-from airflow_provider_phonestatus.sandbox.api import ADMIN, SandboxBase, error_from_admin, fault_rule
+from airflow_provider_phonestatus.sandbox.api import ADMIN, Listen, SandboxBase, error_from_admin, fault_rule
 from airflow_provider_phonestatus.sandbox.config import SandboxConfig, cli_args
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,12 @@ class SandboxProcess(SandboxBase):
     def __init__(
         self,
         config: SandboxConfig | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        access_log: bool = False,
         *,
         start_timeout: float = 30.0,
         stop_timeout: float = 5.0,
+        **listen: Unpack[Listen],
     ) -> None:
-        self.host, self.port, self.access_log = host, port, access_log
+        super().__init__(**listen)
         self._initial_config = config or SandboxConfig()
         self._start_timeout, self._stop_timeout = start_timeout, stop_timeout
         self._url = None

@@ -17,13 +17,13 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from airflow_provider_phonestatus.sandbox import faults, truth
-from airflow_provider_phonestatus.sandbox.api import ADMIN, SandboxBase, admin_error, fault_rule
+from airflow_provider_phonestatus.sandbox.api import ADMIN, Listen, SandboxBase, admin_error, fault_rule
 from airflow_provider_phonestatus.sandbox.config import SandboxConfig
 from airflow_provider_phonestatus.sandbox.faults import FaultRule, answer
 from airflow_provider_phonestatus.sandbox.ledger import Ledger, retry_after_header
@@ -217,13 +217,12 @@ class SandboxServer(SandboxBase):
     def __init__(
         self,
         config: SandboxConfig | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        access_log: bool = False,
+        *,
         ssl_context: ssl.SSLContext | None = None,
+        **listen: Unpack[Listen],
     ) -> None:
+        super().__init__(**listen)
         self.state = SandboxState(config or SandboxConfig())
-        self.host, self.port, self.access_log = host, port, access_log
         self.ssl_context = ssl_context
         self._url = None
         self._loop: asyncio.AbstractEventLoop | None = None
