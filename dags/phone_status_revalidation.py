@@ -59,7 +59,7 @@ from airflow.sdk import DAG, TaskGroup, task
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
 from airflow_provider_phonestatus.vocabulary import PhoneStatus
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
-from airflow_provider_phonestatus.warehouse.runlog import RunLog, latest_success, runs_table
+from airflow_provider_phonestatus.warehouse.runlog import RunLog, runs_table
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
@@ -166,16 +166,15 @@ def runs_to_compare(
     log_name = str(cfg.variable(cfg.VAR_RUN_LOG_TABLE, cfg.DEFAULT_RUN_LOG_TABLE))
     run_log = RunLog(runs_table(log_name))
     refresh = {"dag_id": ti.dag_id, "task_id": refresh_task_id, "table_name": table}
-    this = latest_success(conn, run_log, run_id=ti.run_id, **refresh)
+    this = run_log.latest_success(conn, run_id=ti.run_id, **refresh)
     if this is None:
         raise AirflowFailException(f"run log {log_name} has no successful {refresh_task_id} of {ti.run_id}")
     prev_start = context.get("prev_start_date_success")  # lazy: asks Airflow only when used
     if prev_start:
         # Rows started while the previous successful DAG run ran: its refresh is the latest.
         prev_end = context.get("prev_end_date_success")
-        baseline = latest_success(
+        baseline = run_log.latest_success(
             conn,
-            run_log,
             started_from=prev_start - CLOCK_SKEW,
             started_to=prev_end or this["started_at"],
             other_than=this["run_uid"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -178,7 +179,7 @@ IDENTIFIER_PATTERN = "^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
 def is_identifier(value: Any) -> bool:
     """``value`` is a plain SQL identifier (:data:`IDENTIFIER_PATTERN`): a name that needs no quoting."""
-    return isinstance(value, str) and value.isascii() and value.isidentifier() and len(value) <= 63
+    return isinstance(value, str) and re.fullmatch(IDENTIFIER_PATTERN, value) is not None
 
 
 def filter_json_schema(

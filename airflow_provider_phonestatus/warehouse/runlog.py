@@ -127,15 +127,55 @@ class RunLog(OwnedTable):
     ) -> dict[str, Any] | None:
         """The latest successful run of this task over this table, started before ``before_uid``."""
         t = self.table
+        before: list[sa.ColumnElement[bool]] = []
+        if before_uid is not None:
+            this = sa.select(t.c.started_at).where(t.c.run_uid == before_uid).scalar_subquery()
+            before = [t.c.run_uid != before_uid, t.c.started_at <= this]
+        return self._latest_success(conn, dag_id, task_id, table_name, before)
+
+    def latest_success(
+        self,
+        conn: sa.Connection,
+        *,
+        dag_id: str,
+        task_id: str,
+        table_name: str,
+        run_id: str | None = None,
+        started_from: dt.datetime | None = None,
+        started_to: dt.datetime | None = None,
+        other_than: str | None = None,
+    ) -> dict[str, Any] | None:
+        """:meth:`previous`'s run narrowed to one DAG run (``run_id``), to runs started from
+        ``started_from`` to ``started_to`` (aware, or naive UTC), and to runs other than the one
+        whose ``run_uid`` is ``other_than``; None if there is none."""
+        t = self.table
+        narrow: list[sa.ColumnElement[bool]] = []
+        if run_id is not None:
+            narrow.append(t.c.run_id == run_id)
+        if started_from is not None:
+            narrow.append(t.c.started_at >= to_naive_utc(started_from))
+        if started_to is not None:
+            narrow.append(t.c.started_at <= to_naive_utc(started_to))
+        if other_than is not None:
+            narrow.append(t.c.run_uid != other_than)
+        return self._latest_success(conn, dag_id, task_id, table_name, narrow)
+
+    def _latest_success(
+        self,
+        conn: sa.Connection,
+        dag_id: str,
+        task_id: str,
+        table_name: str,
+        narrow: list[sa.ColumnElement[bool]],
+    ) -> dict[str, Any] | None:
+        t = self.table
         query = sa.select(t).where(
             t.c.dag_id == dag_id,
             t.c.task_id == task_id,
             t.c.table_name == table_name,
             t.c.state == "success",
+            *narrow,
         )
-        if before_uid is not None:
-            this = sa.select(t.c.started_at).where(t.c.run_uid == before_uid).scalar_subquery()
-            query = query.where(t.c.run_uid != before_uid, t.c.started_at <= this)
         row = conn.execute(query.order_by(t.c.started_at.desc()).limit(1)).first()
         return None if row is None else _as_dict(row)
 
@@ -154,36 +194,3 @@ def _as_dict(row: sa.Row[Any]) -> dict[str, Any]:
             record[name] = record[name].replace(tzinfo=dt.UTC)
     record["status_counts"] = json.loads(record["status_counts"]) if record["status_counts"] else {}
     return record
-
-
-def latest_success(
-    conn: sa.Connection,
-    log: RunLog,
-    *,
-    dag_id: str,
-    task_id: str,
-    table_name: str,
-    run_id: str | None = None,
-    started_from: dt.datetime | None = None,
-    started_to: dt.datetime | None = None,
-    other_than: str | None = None,
-) -> dict[str, Any] | None:
-    """The latest successful run of ``task_id`` in ``dag_id`` over ``table_name``, as
-    :meth:`RunLog.previous` gives it; None if there is none.
-
-    Narrowed to one DAG run (``run_id``), to runs started from ``started_from`` to ``started_to``
-    (aware, or naive UTC), and to runs other than the one whose ``run_uid`` is ``other_than``.
-    """
-    t = log.table
-    wanted = {"dag_id": dag_id, "task_id": task_id, "table_name": table_name, "run_id": run_id}
-    conditions = [t.c[name] == value for name, value in wanted.items() if value is not None]
-    conditions.append(t.c.state == "success")
-    if started_from is not None:
-        conditions.append(t.c.started_at >= to_naive_utc(started_from))
-    if started_to is not None:
-        conditions.append(t.c.started_at <= to_naive_utc(started_to))
-    if other_than is not None:
-        conditions.append(t.c.run_uid != other_than)
-    query = sa.select(t).where(*conditions).order_by(t.c.started_at.desc()).limit(1)
-    row = conn.execute(query).first()
-    return None if row is None else _as_dict(row)
