@@ -7,6 +7,8 @@ from typing import Any
 from airflow_provider_phonestatus import __version__
 
 HOOK_CLASS = "airflow_provider_phonestatus.hooks.phonestatus.PhoneStatusHook"
+#: The ``duckdb`` connection type (``pip install 'airflow-provider-phonestatus[duckdb]'``).
+DUCKDB_HOOK_CLASS = "airflow_provider_phonestatus.hooks.duckdb.DuckDBHook"
 
 #: Extra fields of the connection form; the hook reads the same names from ``Connection.extra``.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -48,6 +50,14 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
+#: The ``duckdb`` connection form: the database file's path in the host field, nothing else.
+DUCKDB_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["login", "password", "port", "schema"],
+    "relabeling": {"host": "Database file path"},
+    "placeholders": {"host": "/data/warehouse.duckdb"},
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider, its hook and the ``phonestatus`` connection form (Airflow 3.2+ keys)."""
     return {
@@ -72,7 +82,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Phone Number Status",
-                "python-modules": ["airflow_provider_phonestatus.hooks.phonestatus"],
+                "python-modules": [
+                    "airflow_provider_phonestatus.hooks.phonestatus",
+                    "airflow_provider_phonestatus.hooks.duckdb",
+                ],
             }
         ],
         "connection-types": [
@@ -82,6 +95,12 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "phonestatus",
                 "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
-            }
+            },
+            {
+                "hook-class-name": DUCKDB_HOOK_CLASS,
+                "hook-name": "DuckDB",
+                "connection-type": "duckdb",
+                "ui-field-behaviour": DUCKDB_UI_FIELD_BEHAVIOUR,
+            },
         ],
     }

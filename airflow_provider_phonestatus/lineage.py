@@ -33,9 +33,15 @@ def dataset_address(url: sa.URL, table: str) -> tuple[str, str]:
 
 
 def table_lineage(
-    url: sa.URL, table: str, phone_column: str, columns: StatusColumns, store_table: str
+    url: sa.URL,
+    table: str,
+    phone_column: str,
+    columns: StatusColumns,
+    store_table: str,
+    status_table: str | None = None,
 ) -> Any:
-    """``OperatorLineage`` for one run, or None when the OpenLineage provider is not installed."""
+    """``OperatorLineage`` for one run, or None when the OpenLineage provider is not installed.
+    The status columns are output to ``table`` itself, or to ``status_table`` when given."""
     try:
         from airflow.providers.common.compat.openlineage.facet import (
             ColumnLineageDatasetFacet,
@@ -48,6 +54,7 @@ def table_lineage(
         return None
     namespace, name = dataset_address(url, table)
     store_namespace, store_name = dataset_address(url, store_table)
+    out_namespace, out_name = dataset_address(url, status_table or table)
     phone = [InputField(namespace=namespace, name=name, field=phone_column)]
     lookup = "phone number status lookup (normalised number -> vendor status)"
     facet = ColumnLineageDatasetFacet(
@@ -61,7 +68,7 @@ def table_lineage(
     return OperatorLineage(
         inputs=[Dataset(namespace=namespace, name=name)],
         outputs=[
-            Dataset(namespace=namespace, name=name, facets={"columnLineage": facet}),
+            Dataset(namespace=out_namespace, name=out_name, facets={"columnLineage": facet}),
             Dataset(namespace=store_namespace, name=store_name),
         ],
     )

@@ -36,7 +36,7 @@ from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.due import DueList
 from airflow_provider_phonestatus.warehouse.store import ResultStore, StoredValues
-from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 from airflow_provider_phonestatus.warehouse.write_behind import WriteBehind
 from airflow_provider_phonestatus.warehouse.writer import RowWriter
 
@@ -103,6 +103,7 @@ class RefreshOptions:
     free_batch_size: int = 20000  #: rows answered for free (store, local labels) per commit
     flush_interval: float = 1.0  #: seconds between commits while answers trickle in
     progress_interval: float = 30.0
+    portable: bool = False  #: only statements every SQL database runs (an untested dialect)
 
 
 class TableRefresh:
@@ -131,7 +132,7 @@ class TableRefresh:
         self.now = dt.datetime.now(dt.UTC)
         # Which store entries count as fresh: by age, or when ignoring ages only this run's answers.
         self._store_policy = RevalidationPolicy.answered_since() if options.ignore_ages else policy
-        self._writer = None if options.dry_run else RowWriter(target)
+        self._writer = None if options.dry_run else RowWriter(target, portable=options.portable)
         self._behind: WriteBehind | None = None  # free rows written on a second connection
         # Distinct numbers of this run: millions in a large table, so not a Python set (~70 bytes
         # a number) but a temporary SQLite B-tree (~11 bytes a number, bounded page cache).
@@ -159,11 +160,12 @@ class TableRefresh:
             self.now,
             row_filter=opts.row_filter,
             ignore_ages=opts.ignore_ages,
+            portable=opts.portable,
         )
         self.summary.due_rows = due.total
         progress = Progress(due.total, opts.progress_interval)
         batch = self.hook.lookup_session()
-        if self._writer is not None and WriteBehind.suits(self.conn):
+        if self._writer is not None and not opts.portable and WriteBehind.suits(self.conn):
             self._behind = WriteBehind(self.conn.engine, self.target)
         failed = True
         try:

@@ -39,6 +39,7 @@ class RunSummary:
     failures: int = 0  #: numbers left without an answer (failed) or refused (rejected)
     rows_written: int = 0  #: rows whose status columns were written
     deferred_rows: int = 0  #: due rows left for a later run (max_checks, time budget, stop)
+    pruned_rows: int = 0  #: status table rows deleted because their key left the source (prune)
     lookups_to_pay: int = 0  #: dry run: lookups a real run would pay for (after max_checks)
     seconds_at_plan_rate: float = 0.0  #: dry run: how long those lookups take at the plan rate
     status_counts: Counter[str] = field(default_factory=Counter)  #: rows written per status

@@ -40,7 +40,7 @@ def naive_update(db: Db, table: str) -> sa.TextClause:
 
 def add_status_columns(db: Db, table: str) -> None:
     """What the DAG author does once by hand: the seven status columns, as the operator types them."""
-    from airflow_provider_phonestatus.warehouse.table import TargetTable
+    from airflow_provider_phonestatus.warehouse.target import TargetTable
 
     with db.engine.connect() as conn:
         TargetTable.load(conn, table, key_columns="id", phone_column="phone", columns=StatusColumns())

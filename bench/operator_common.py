@@ -283,7 +283,7 @@ def run_refresh(
     from airflow_provider_phonestatus.summary import RunSummary
     from airflow_provider_phonestatus.warehouse.runlog import RunLog
     from airflow_provider_phonestatus.warehouse.store import ResultStore
-    from airflow_provider_phonestatus.warehouse.table import TargetTable
+    from airflow_provider_phonestatus.warehouse.target import TargetTable
 
     for name in (store_name, runlog_name):
         if name not in db.tables:

@@ -201,7 +201,7 @@ def operator_due(quick: bool) -> list[Result]:
     from airflow_provider_phonestatus.revalidation import RevalidationPolicy
     from airflow_provider_phonestatus.warehouse.columns import StatusColumns
     from airflow_provider_phonestatus.warehouse.due import DueList
-    from airflow_provider_phonestatus.warehouse.table import TargetTable
+    from airflow_provider_phonestatus.warehouse.target import TargetTable
 
     rows = QUICK_ROWS if quick else FULL_ROWS
     due = rows // 100

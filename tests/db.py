@@ -12,6 +12,7 @@ Airflow is imported inside the fixture: this module may be loaded (``-p tests.db
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ SERVERS: dict[str, tuple[str | None, str]] = {
     "sqlite": (None, ""),
     "postgres": ("postgres://postgres@127.0.0.1:5432/test", "service postgresql start"),
     "mariadb": ("mysql://root@127.0.0.1:3306/test", "service mariadb start"),
+    "duckdb": (None, ""),
 }
 
 
@@ -33,7 +35,7 @@ SERVERS: dict[str, tuple[str | None, str]] = {
 class Warehouse:
     """One database for one test, with helpers that clean up after themselves."""
 
-    name: str  #: the parameter: sqlite, postgres or mariadb
+    name: str  #: the parameter: sqlite, postgres, mariadb or duckdb
     engine: sa.Engine
     conn_id: str
     tmp_path: Path
@@ -128,18 +130,29 @@ def table_rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
 
+def _file_connection(param: str, tmp_path: Path) -> str:
+    """A fresh database file's connection: SQLite by URI, DuckDB by JSON (host = the file's path)."""
+    if param == "duckdb":
+        return json.dumps({"conn_type": "duckdb", "host": str(tmp_path / "warehouse.duckdb")})
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
 @pytest.fixture(params=list(SERVERS))
 def warehouse(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Warehouse]:
-    """An empty corner of SQLite, PostgreSQL or MariaDB, reached through an Airflow connection."""
+    """An empty corner of SQLite, PostgreSQL, MariaDB or DuckDB, reached through an Airflow connection."""
     from airflow.sdk import BaseHook  # here: after conftest has set AIRFLOW_HOME
 
     param: str = request.param
     uri, start = SERVERS[param]
     conn_id = f"phonestatus_test_{param}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri or f"sqlite:///{tmp_path / 'warehouse.db'}")
-    engine: sa.Engine = BaseHook.get_connection(conn_id).get_hook().get_sqlalchemy_engine()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri or _file_connection(param, tmp_path))
+    # DuckDB: one process at a time may open the file; the tests' own connections close when
+    # returned, so a task in another process (the kill tests) can open it
+    engine_kwargs = {"poolclass": sa.pool.NullPool} if param == "duckdb" else {}
+    hook = BaseHook.get_connection(conn_id).get_hook()
+    engine: sa.Engine = hook.get_sqlalchemy_engine(engine_kwargs=engine_kwargs)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -26,7 +26,7 @@ from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from airflow_provider_phonestatus.warehouse.store import ResultStore
-from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 from tests.db import Warehouse, customers, table_rows
 from tests.test_hook import make_hook, numbers
 
@@ -44,7 +44,7 @@ from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from airflow_provider_phonestatus.warehouse.store import ResultStore
-from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 
 url, table, store, base_url, api_key, per_minute, concurrency = sys.argv[1:]
 settings = PhoneStatusSettings(

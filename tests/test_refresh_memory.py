@@ -20,7 +20,7 @@ from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from airflow_provider_phonestatus.warehouse.store import ResultStore
-from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 from tests.db import Warehouse, customers
 from tests.test_hook import make_hook, numbers
 

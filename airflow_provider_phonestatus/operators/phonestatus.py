@@ -22,11 +22,13 @@ from airflow_provider_phonestatus.lineage import table_lineage
 from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.summary import RunSummary
+from airflow_provider_phonestatus.warehouse.access import check_access, portable_path
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
 from airflow_provider_phonestatus.warehouse.runlog import RunLog
 from airflow_provider_phonestatus.warehouse.store import ResultStore
-from airflow_provider_phonestatus.warehouse.table import TargetTable, split_name
+from airflow_provider_phonestatus.warehouse.table import split_name
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,9 +37,13 @@ if TYPE_CHECKING:
 class PhoneStatusCheckOperator(BaseOperator):
     """Check the due rows of ``table`` and write their phone status columns back.
 
-    :param conn_id: an Airflow SQL connection whose hook gives a SQLAlchemy engine
-        (``sqlite``, ``postgres``, ``mysql``, ...).
+    :param conn_id: an Airflow SQL connection (a common.sql ``DbApiHook``: ``sqlite``, ``postgres``,
+        ``mysql``, ``duckdb``, ...).
     :param table: the table, optionally schema-qualified (``crm.customers``).
+    :param status_table: keep the statuses in this table beside ``table`` (schema-qualified
+        allowed; created when missing, keyed by the key columns), and only read ``table``.
+        None: write the status columns into ``table`` itself.
+    :param prune_status_table: after a successful run, delete status rows whose key left the source.
     :param key_column: column (or list of columns) that identifies a row: primary or unique key.
     :param phone_column: the column holding the phone numbers, in any spelling.
     :param phonestatus_conn_id: the ``phonestatus`` connection (API key, plan rate).
@@ -61,10 +67,18 @@ class PhoneStatusCheckOperator(BaseOperator):
     :param batch_size: paid answers per committed batch (free answers are committed in larger ones).
     :param flush_interval: seconds between commits while answers trickle in (a kill loses at most these).
     :param progress_interval: seconds between progress lines in the task log.
+    :param portable_sql: use only portable SQL statements; required to run on a dialect the
+        project does not test (refused otherwise).
+    :param hook_params: parameters for the SQL connection's hook, as in common.sql operators.
+    :param database: overrides the SQL connection's database (schema), as in common.sql operators.
     """
 
     template_fields: Sequence[str] = (
+        "conn_id",
+        "database",
+        "hook_params",
         "table",
+        "status_table",
         "key_column",
         "phone_column",
         "row_filter",
@@ -87,6 +101,8 @@ class PhoneStatusCheckOperator(BaseOperator):
         key_column: str | Sequence[str],
         phone_column: str,
         phonestatus_conn_id: str = PhoneStatusHook.default_conn_name,
+        status_table: str | None = None,
+        prune_status_table: bool = False,
         max_checks: int | str | None = None,
         time_budget: dt.timedelta | float | str | None = None,
         revalidate_after: Mapping[str, Any] | None = None,
@@ -100,6 +116,9 @@ class PhoneStatusCheckOperator(BaseOperator):
         batch_size: int = 500,
         flush_interval: float = 1.0,
         progress_interval: float = 30.0,
+        portable_sql: bool = False,
+        hook_params: Mapping[str, Any] | None = None,
+        database: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +127,9 @@ class PhoneStatusCheckOperator(BaseOperator):
         self.key_column = key_column
         self.phone_column = phone_column
         self.phonestatus_conn_id = phonestatus_conn_id
+        self.status_table = status_table
+        self.hook_params = dict(hook_params or {})
+        self.database = database
         self.max_checks = max_checks
         self.time_budget = time_budget
         self.revalidate_after = revalidate_after
@@ -124,6 +146,10 @@ class PhoneStatusCheckOperator(BaseOperator):
         self.batch_size = int(_positive("batch_size", batch_size, whole=True))
         self.flush_interval = _positive("flush_interval", flush_interval)
         self.progress_interval = _positive("progress_interval", progress_interval)
+        self.prune_status_table = _flag("prune_status_table", prune_status_table)
+        self.portable_sql = _flag("portable_sql", portable_sql)
+        if self.prune_status_table and status_table is None:
+            raise PhoneStatusConfigError("prune_status_table needs a status_table")
         self._refresh: TableRefresh | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -133,6 +159,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         summary = RunSummary(dry_run=dry_run)
         engine = self._engine()
         with _disposed(engine), engine.connect() as conn:
+            portable = portable_path(conn.dialect, self.portable_sql)
             target = TargetTable.load(
                 conn,
                 self.table,
@@ -141,15 +168,23 @@ class PhoneStatusCheckOperator(BaseOperator):
                 columns=self.columns,
                 create_missing=self.create_columns,
                 dry_run=dry_run,
+                status_table=self.status_table or None,
             )
-            options = self._options(target, dry_run)
-            store = self._store(conn, dry_run)
+            options = self._options(dry_run, portable)
+            store = self._store(conn, dry_run, portable)
             runlog = None if dry_run else RunLog.ensure(conn, self.run_log_table)
+            owned = [t.table for t in (store, runlog) if t is not None]
+            check_access(
+                conn, target, owned, writes=not dry_run, deletes=portable, prune=self.prune_status_table
+            )
             run_uid = None if runlog is None else self._start_log(conn, runlog, context)
             conn.commit()
             self._refresh = TableRefresh(conn, target, store, hook, policy, options, summary)
             try:
                 self._refresh.run()
+                if self.prune_status_table and not dry_run:
+                    summary.pruned_rows = target.prune(conn)
+                    conn.commit()
                 summary.state = "dry_run" if dry_run else "success"
             except BaseException as exc:
                 summary.state = "failed"
@@ -170,15 +205,20 @@ class PhoneStatusCheckOperator(BaseOperator):
         """Input and output datasets, and column lineage phone -> status columns (OpenLineage
         provider installed); None otherwise, which OpenLineage treats as "nothing to add"."""
         return table_lineage(
-            self._engine().url, self.table, self.phone_column, self.columns, self.results_table
+            self._engine().url,
+            self.table,
+            self.phone_column,
+            self.columns,
+            self.results_table,
+            self.status_table or None,
         )
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _engine(self) -> sa.Engine:
-        return sqlalchemy_engine(self.conn_id)
+        return sqlalchemy_engine(self.conn_id, hook_params=self.hook_params, database=self.database)
 
-    def _options(self, target: TargetTable, dry_run: bool) -> RefreshOptions:
+    def _options(self, dry_run: bool, portable: bool) -> RefreshOptions:
         budget = _seconds("time_budget", self.time_budget)
         return RefreshOptions(
             max_checks=_count("max_checks", self.max_checks),
@@ -189,15 +229,16 @@ class PhoneStatusCheckOperator(BaseOperator):
             batch_size=self.batch_size,
             flush_interval=self.flush_interval,
             progress_interval=self.progress_interval,
+            portable=portable,
         )
 
-    def _store(self, conn: sa.Connection, dry_run: bool) -> ResultStore | None:
+    def _store(self, conn: sa.Connection, dry_run: bool, portable: bool) -> ResultStore | None:
         """The shared store; a dry run reads it if it exists and never creates it."""
         if dry_run:
             schema, name = split_name(self.results_table)
             if not sa.inspect(conn).has_table(name, schema=schema):
                 return None
-        return ResultStore.ensure(conn, self.results_table)
+        return ResultStore.ensure(conn, self.results_table, portable=portable)
 
     def _start_log(self, conn: sa.Connection, runlog: RunLog, context: Context) -> str:
         ti = context["ti"]

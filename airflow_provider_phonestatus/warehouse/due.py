@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.warehouse.filters import compile_filter
 from airflow_provider_phonestatus.warehouse.table import (
-    TargetTable,
     copy_column,
     drop_temporary,
     fetch_all,
     temporary_table,
 )
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 
 NEVER_CHECKED, PHONE_CHANGED, EXPIRED = 0, 1, 2
 
@@ -116,8 +116,10 @@ class DueList:
         *,
         row_filter: Any = None,
         ignore_ages: bool = False,
+        portable: bool = False,
     ) -> DueList:
         """Copy the due rows, ordered by urgency, oldest check (never first), key; commits.
+        With a status table, the source is read joined to it (:attr:`TargetTable.source`).
 
         The commit ends the transaction of the INSERT ... SELECT, which on MariaDB holds shared
         locks on the rows read and on SQLite a read lock on the database file.
@@ -150,6 +152,7 @@ class DueList:
                 target.column("checked_at").label("checked_at"),
                 urgency(target, policy, now).label("urgency"),
             )
+            .select_from(target.source)
             .where(*where)
             .subquery("due")
         )
@@ -157,7 +160,7 @@ class DueList:
         never_first = sa.case((due.c.checked_at.is_(None), 0), else_=1)  # NULLs sort differently per dialect
         order_by = [due.c.urgency, never_first, due.c.checked_at, *key_cols]
         copied = [c.name for c in table.c if c.name != "seq"]  # the due query's columns of those names
-        if conn.dialect.name == "sqlite":
+        if conn.dialect.name == "sqlite" and not portable:
             # seq is the rowid of a new table: SQLite inserts the sorted rows one by one, each with
             # the largest rowid + 1, so 1, 2, ... in order, as row_number() would number them
             # without the window's own pass (on a million due rows 1.2-1.7 s instead of 3.8 s)

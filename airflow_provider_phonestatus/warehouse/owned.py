@@ -7,13 +7,13 @@ table of the same name that does not fit fails clearly instead of losing data.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Self
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
-from airflow_provider_phonestatus.warehouse.table import check_type, reflect
+from airflow_provider_phonestatus.warehouse.table import check_type, create_table, reflect
 
 #: Naive UTC with microseconds everywhere (MariaDB's plain DATETIME drops them).
 TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
@@ -25,15 +25,7 @@ def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
     """Create one of the provider's own tables (store, run log) if missing (committed), else check it."""
     name = f"{table.schema}.{table.name}" if table.schema else table.name
     if not sa.inspect(conn).has_table(table.name, schema=table.schema):
-        try:
-            table.create(conn)
-            conn.commit()
-        except sa.exc.DBAPIError:  # created meanwhile by a parallel task: check that one
-            conn.rollback()
-            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
-                raise
-        else:
-            return table
+        create_table(conn, table)  # or a parallel task created it meanwhile: check that one
     existing = reflect(conn, name)
     problems = [
         check_type(existing.c[c.name], c.type) if c.name in existing.c else f"column {c.name!r} is missing"
@@ -55,6 +47,7 @@ class OwnedTable:
         raise NotImplementedError
 
     @classmethod
-    def ensure(cls, conn: sa.Connection, name: str) -> Self:
-        """The table ``name``, created (and committed) if missing, checked if it exists."""
-        return cls(ensure_table(conn, cls.define(name)))
+    def ensure(cls, conn: sa.Connection, name: str, **kw: Any) -> Self:
+        """The table ``name``, created (and committed) if missing, checked if it exists; ``kw`` go
+        to the constructor."""
+        return cls(ensure_table(conn, cls.define(name)), **kw)

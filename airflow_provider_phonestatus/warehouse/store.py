@@ -56,12 +56,16 @@ def results_table(name: str = DEFAULT_NAME) -> sa.Table:
 
 
 class ResultStore(OwnedTable):
-    """Read fresh answers by national number; upsert new ones. The caller commits."""
+    """Read fresh answers by national number; upsert new ones. The caller commits.
+
+    ``portable``: only statements every SQL database runs (an IN list, DELETE then INSERT).
+    """
 
     define = staticmethod(results_table)
 
-    def __init__(self, table: sa.Table) -> None:
+    def __init__(self, table: sa.Table, *, portable: bool = False) -> None:
         super().__init__(table)
+        self.portable = portable
         self._names = [c.name for c in table.columns]
         self._lengths = text_lengths(table.columns)
 
@@ -130,7 +134,8 @@ class ResultStore(OwnedTable):
         if fresh is not None:
             selected = selected.where(fresh)
         encode: Callable[[list[str]], Any] = list
-        if conn.dialect.name == "postgresql":
+        dialect = "portable" if self.portable else conn.dialect.name
+        if dialect == "postgresql":
             # One text parameter split by the server (no 1,000-parameter statement; psycopg adapts
             # a list item by item, 30 times the client CPU of one joined string), each number
             # probed through the primary key by a LATERAL ... LIMIT 1 subquery. A plain join is
@@ -145,7 +150,13 @@ class ResultStore(OwnedTable):
             found = selected.where(t.c.national == wanted.c.national).limit(1).lateral("found")
             query = sa.select(*found.c).select_from(wanted.join(found, sa.true()))
             size, encode = ARRAY_CHUNK, ",".join
-        elif conn.dialect.name == "sqlite" and _sqlite_version(conn.dialect) >= (3, 38):
+        elif dialect == "duckdb":  # one JSON text: DuckDB binds a list item by item (table.json_columns)
+            listed = sa.select(
+                sa.func.unnest(sa.func.from_json(sa.bindparam("nationals", type_=sa.Text), '["VARCHAR"]'))
+            )
+            query = selected.where(t.c.national.in_(listed))
+            size, encode = ARRAY_CHUNK, _json_list
+        elif dialect == "sqlite" and _sqlite_version(conn.dialect) >= (3, 38):
             # One JSON array parameter (JSON is built into SQLite since 3.38) instead of a statement
             # of 1,000 placeholders expanded and bound per chunk.
             listed = sa.select(sa.column("value", sa.String)).select_from(
@@ -175,10 +186,20 @@ class ResultStore(OwnedTable):
             if not (isinstance(national, str) and _NATIONAL.fullmatch(national)):
                 raise PhoneStatusConfigError(f"not an 11-digit national number: {mask_number(national)}")
             records[national] = self._record(national, result)
+        if self.portable:
+            self._replace(conn, list(records.values()))
+            return len(records)
         upsert = self._upsert(conn.dialect.name)
         for chunk in _chunks(records.values()):
             conn.execute(*bulk_insert(conn, upsert, self._names, chunk))
         return len(records)
+
+    def _replace(self, conn: sa.Connection, records: list[tuple[Any, ...]]) -> None:
+        """The portable upsert: DELETE by number, then INSERT, each an executemany."""
+        if records:
+            t = self.table
+            conn.execute(t.delete().where(t.c.national == sa.bindparam("n")), [{"n": r[0]} for r in records])
+            conn.execute(t.insert(), [dict(zip(self._names, r, strict=True)) for r in records])
 
     def _record(self, national: str, result: PhoneStatusResult) -> tuple[Any, ...]:
         record = result.as_record()
@@ -193,15 +214,17 @@ class ResultStore(OwnedTable):
         """INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE, to be filled by :func:`bulk_insert`."""
         t = self.table
         others = [c.name for c in t.columns if not c.primary_key]
-        if dialect in ("postgresql", "sqlite"):
-            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+        if dialect in ("postgresql", "sqlite", "duckdb"):
+            insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(t)
             return insert.on_conflict_do_update(
                 index_elements=[t.c.national], set_={c: insert.excluded[c] for c in others}
             )
         if dialect in ("mysql", "mariadb"):
             upsert = mysql.insert(t)
             return upsert.on_duplicate_key_update({c: upsert.inserted[c] for c in others})
-        raise PhoneStatusConfigError(f"the results store does not support the {dialect!r} dialect")
+        raise PhoneStatusConfigError(
+            f"the results store has no upsert for the {dialect!r} dialect; run with portable_sql=True"
+        )
 
 
 #: What the store keys: a national number of 11 ASCII digits.

@@ -1,111 +1,41 @@
-"""The user's table: found and checked by reflection, never trusted by name.
+"""Tables by reflection, never trusted by name, and the statements every table of a run shares.
 
 Every later query quotes names through SQLAlchemy from the reflected ``sa.Table``, so a name that
-is not in the database never reaches SQL. The key must identify one row: updating by a key that
-is not unique would write one number's status onto other people's rows. Status columns are added
-with ``ALTER TABLE`` when missing; indexes are never created on a user's table.
-
-Also here, because several modules need them: type checks, batched inserts and per-connection
-temporary tables.
+is not in the database never reaches SQL. Also here, because several modules need them: type
+checks, added columns, batched inserts and per-connection temporary tables.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine.interfaces import ReflectedIndex
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.sql.compiler import DDLCompiler
 
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
-from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus
-from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+from airflow_provider_phonestatus.warehouse import grants
 
-#: Shortest text column that can hold every value of a role's vocabulary.
-_MIN_LENGTHS = {
-    "status": max(len(s.value) for s in PhoneStatus),
-    "carrier": max(len(c.value) for c in Carrier),
-}
 #: Type families: an existing column must be of the family of the type it stands in for.
 _FAMILIES: tuple[type[sa.types.TypeEngine[Any]], ...] = (sa.Boolean, sa.DateTime, sa.Integer, sa.String)
 _MAX_SUGGESTIONS = 10
-
-
-@dataclass(frozen=True)
-class TargetTable:
-    """The reflected user table with its key, phone and status columns checked."""
-
-    table: sa.Table
-    key_columns: tuple[str, ...]
-    phone_column: str
-    columns: StatusColumns
-    missing: tuple[str, ...] = ()  #: status column names absent (dry run only)
-
-    @classmethod
-    def load(
-        cls,
-        conn: sa.Connection,
-        name: str,
-        *,
-        key_columns: str | Sequence[str],
-        phone_column: str,
-        columns: StatusColumns,
-        create_missing: bool = True,
-        dry_run: bool = False,
-    ) -> TargetTable:
-        """Reflect ``name``, check every name against it, add missing status columns (committed)."""
-        keys = _key_names(key_columns)
-        table = reflect(conn, name)
-        _check_roles(table, keys, phone_column, columns)
-        _check_unique(conn, table, keys)
-        missing = _check_status_types(table, columns)
-        if missing and not create_missing:
-            names = ", ".join(c.name for c in missing)
-            ddl = "; ".join(str(_AddColumn(table, c).compile(dialect=conn.dialect)) for c in missing)
-            raise PhoneStatusConfigError(
-                f"table {name!r} lacks status columns {names} and create_missing is off; add them with: {ddl}"
-            )
-        if missing and not dry_run:
-            _add_columns(conn, table, missing)
-            table = reflect(conn, name)
-            missing = _check_status_types(table, columns)
-        return cls(table, keys, phone_column, columns, tuple(c.name for c in missing))
-
-    def column(self, role: str) -> sa.ColumnElement[Any]:
-        """The status column of ``role`` ("status", "checked_at", ...), or NULL when missing."""
-        name = self.columns.names()[role]
-        return self.table.c[name] if name in self.table.c else sa.null()
-
-    @property
-    def keys(self) -> list[sa.Column[Any]]:
-        return [self.table.c[k] for k in self.key_columns]
-
-    @property
-    def phone(self) -> sa.Column[Any]:
-        return self.table.c[self.phone_column]
-
-    def key_of(self, row: Any) -> tuple[Any, ...]:
-        """The key of a result row (``sa.Row`` or mapping), in ``key_columns`` order."""
-        mapping = getattr(row, "_mapping", row)
-        return tuple(mapping[k] for k in self.key_columns)
 
 
 def reflect(conn: sa.Connection, name: str) -> sa.Table:
     """The table ``name`` (``table`` or ``schema.table``) as it is now, or an error with suggestions."""
     schema, table_name = split_name(name)
     inspector = sa.inspect(conn)
-    if schema is not None and schema not in inspector.get_schema_names():
-        raise PhoneStatusConfigError(
-            f"schema {schema!r} does not exist{_suggest(schema, inspector.get_schema_names())}"
-        )
+    if schema is not None and not inspector.has_schema(schema):
+        # DuckDB names schemas catalog.schema: suggest what a user would write
+        schemas = {name.rpartition(".")[2] for name in inspector.get_schema_names()}
+        raise PhoneStatusConfigError(f"schema {schema!r} does not exist{_suggest(schema, schemas)}")
     if not inspector.has_table(table_name, schema=schema):
         where = f" in schema {schema!r}" if schema else ""
         raise PhoneStatusConfigError(
@@ -123,6 +53,22 @@ def split_name(name: str) -> tuple[str | None, str]:
     if len(parts) == 2 and all(parts):
         return parts[0], parts[1]
     raise PhoneStatusConfigError(f"table name {name!r} must be 'table' or 'schema.table'")
+
+
+def create_table(conn: sa.Connection, table: sa.Table) -> None:
+    """Create ``table`` (committed); a parallel task that created it first is no error, a
+    missing privilege is, with what to grant."""
+    try:
+        table.create(conn)
+        conn.commit()
+    except sa.exc.DBAPIError as exc:
+        conn.rollback()
+        if sa.inspect(conn).has_table(table.name, schema=table.schema):
+            return
+        schema = grants.schema_of(conn, table.schema)
+        on = f"DATABASE {schema}" if conn.dialect.name == "mysql" else f"SCHEMA {schema}"
+        hint = grants.grant_hint(conn, "CREATE", on)
+        raise PhoneStatusConfigError(f"cannot create table {table.fullname!r}: {exc.orig}{hint}") from exc
 
 
 def new_table(name: str, *columns: sa.Column[Any], **kw: Any) -> sa.Table:
@@ -147,16 +93,26 @@ def check_type(column: sa.Column[Any], expected: sa.types.TypeEngine[Any], min_l
 
 
 def bulk_insert(
-    conn: sa.Connection, insert: sa.Insert, names: Sequence[str], rows: Sequence[Sequence[Any]]
+    conn: sa.Connection,
+    insert: sa.Insert,
+    names: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    portable: bool = False,
 ) -> tuple[sa.Insert, Any]:
     """``insert`` of ``rows`` (values in ``names`` order) as one batched statement, and its parameters.
 
     PostgreSQL: one ``INSERT ... SELECT unnest(:array), ...`` with one array per column, measured
-    twice as fast as psycopg's pipelined executemany. Elsewhere an executemany, which SQLite runs
-    in-process and MySQLdb rewrites into multi-row VALUES.
+    twice as fast as psycopg's pipelined executemany. DuckDB: the same with each column as one JSON
+    text (:func:`json_columns`). Elsewhere, and with ``portable``, an executemany, which SQLite
+    runs in-process and MySQLdb rewrites into multi-row VALUES.
     """
-    if conn.dialect.name == "postgresql":
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "duckdb") and not portable:
         table = insert.table
+        if dialect == "duckdb":
+            selected, texts = json_columns([table.c[name].type for name in names], rows)
+            return insert.from_select(list(names), sa.select(*selected)), texts
         arrays = [
             sa.func.unnest(sa.bindparam(f"a_{i}", type_=postgresql.ARRAY(table.c[name].type)))
             for i, name in enumerate(names)
@@ -164,6 +120,34 @@ def bulk_insert(
         params = {f"a_{i}": list(column) for i, column in enumerate(zip(*rows, strict=True))}
         return insert.from_select(list(names), sa.select(*arrays)), params
     return insert, [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def json_columns(
+    types: Sequence[sa.types.TypeEngine[Any]], rows: Sequence[Sequence[Any]]
+) -> tuple[list[sa.ColumnElement[Any]], dict[str, str]]:
+    """DuckDB: ``rows`` as one JSON text parameter per column, unnested and cast to ``types``.
+
+    DuckDB binds a Python list parameter item by item (100,000 values took 7 s, measured with
+    duckdb 1.5); it parses a JSON array of them in milliseconds. Values go as JSON text (dates,
+    decimals and times by ``str``) and are cast to the column's type in SQL.
+    """
+    selected: list[sa.ColumnElement[Any]] = [
+        sa.cast(sa.func.unnest(sa.func.from_json(sa.bindparam(f"j_{i}", type_=sa.Text), '["VARCHAR"]')), t)
+        for i, t in enumerate(types)
+    ]
+    columns = zip(*rows, strict=True) if rows else [() for _ in types]
+    params = {f"j_{i}": json.dumps([_json_text(v) for v in column]) for i, column in enumerate(columns)}
+    return selected, params
+
+
+def _json_text(value: Any) -> Any:
+    """A value as JSON carries it to a VARCHAR: texts and NULL as they are, the rest by ``str``
+    (booleans as ``true``/``false``, which DuckDB casts back)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def fetch_all(conn: sa.Connection, statement: sa.Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
@@ -260,68 +244,12 @@ def _compile_add_column(element: _AddColumn, compiler: DDLCompiler, **kw: Any) -
     )
 
 
-def _key_names(key_columns: str | Sequence[str]) -> tuple[str, ...]:
-    keys = (key_columns,) if isinstance(key_columns, str) else tuple(key_columns)
-    if not keys or not all(isinstance(k, str) and k for k in keys):
-        raise PhoneStatusConfigError("key_columns must be a column name or a non-empty list of names")
-    if len(set(keys)) != len(keys):
-        raise PhoneStatusConfigError(f"key_columns repeats a column: {list(keys)}")
-    return keys
+def add_column_ddl(table: sa.Table, columns: Iterable[sa.Column[Any]], dialect: sa.Dialect) -> str:
+    """The ``ALTER TABLE ... ADD COLUMN`` statements that add ``columns``, for an error message."""
+    return "; ".join(str(_AddColumn(table, c).compile(dialect=dialect)) for c in columns)
 
 
-def _check_roles(table: sa.Table, keys: tuple[str, ...], phone: str, columns: StatusColumns) -> None:
-    available = ", ".join(table.c.keys())
-    for role, name in [*(("key", k) for k in keys), ("phone", phone)]:
-        if not isinstance(name, str) or name not in table.c:
-            raise PhoneStatusConfigError(
-                f"{role} column {name!r} is not in table {table.fullname!r}; its columns: {available}"
-            )
-    status = list(columns.names().values())
-    if len(set(status)) != len(status):
-        raise PhoneStatusConfigError(f"two status columns share a name: {columns.names()}")
-    if phone in keys:
-        raise PhoneStatusConfigError(f"phone column {phone!r} is also a key column")
-    if clash := [n for n in status if n in keys or n == phone]:
-        raise PhoneStatusConfigError(f"status columns {clash} are also key or phone columns")
-
-
-def _check_unique(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...]) -> None:
-    """The key must contain the primary key, a unique constraint or a full unique index."""
-    inspector = sa.inspect(conn)
-    candidates = [[c.name for c in table.primary_key.columns]]
-    candidates += [uc["column_names"] for uc in inspector.get_unique_constraints(table.name, table.schema)]
-    candidates += [
-        [c for c in ix["column_names"] if c is not None]
-        for ix in inspector.get_indexes(table.name, table.schema)
-        if ix["unique"] and _plain_index(ix)
-    ]
-    if not any(cols and set(cols) <= set(keys) for cols in candidates):
-        raise PhoneStatusConfigError(
-            f"key columns {list(keys)} do not identify one row of {table.fullname!r}: they are not the "
-            "primary key nor covered by a unique constraint or index, so an update by them could write "
-            "one number's status onto other rows"
-        )
-
-
-def _plain_index(index: ReflectedIndex) -> bool:
-    """A unique index over plain columns on every row (no expression, no WHERE)."""
-    options: Mapping[str, Any] = index.get("dialect_options", {})
-    return None not in index["column_names"] and not any(k.endswith("_where") for k in options)
-
-
-def _check_status_types(table: sa.Table, columns: StatusColumns) -> list[sa.Column[Any]]:
-    """Check existing status columns; return the missing ones, typed, ready to be added."""
-    missing: list[sa.Column[Any]] = []
-    types = columns.types()
-    for role, name in columns.names().items():
-        if name not in table.c:
-            missing.append(sa.Column(name, types[role]))
-        elif problem := check_type(table.c[name], types[role], _MIN_LENGTHS.get(role, 0)):
-            raise PhoneStatusConfigError(f"status column of table {table.fullname!r} is unusable: {problem}")
-    return missing
-
-
-def _add_columns(conn: sa.Connection, table: sa.Table, missing: list[sa.Column[Any]]) -> None:
+def add_columns(conn: sa.Connection, table: sa.Table, missing: Iterable[sa.Column[Any]]) -> None:
     """One committed ALTER per column: SQLite cannot add several at once, MariaDB commits anyway."""
     for column in missing:
         try:

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from airflow_provider_phonestatus.warehouse.table import TargetTable
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 from airflow_provider_phonestatus.warehouse.writer import Answer, Row, RowWriter
 
 DIALECTS = ("postgresql", "mysql")

@@ -1,10 +1,12 @@
-"""Write lookup results back into the user's table, a batch at a time, by key.
+"""Write lookup results back by key: into the user's table, or upserted into its status table.
 
 A failed lookup says nothing about the number, so it is never written: an earlier good status
 stays. Each batch costs a fixed number of statements whatever its size: SQLite runs one
-``executemany`` UPDATE in-process; PostgreSQL and MariaDB receive the batch into a temporary
-staging table (one batched INSERT) and apply it with one joined UPDATE, instead of a network round
-trip per row. The caller commits.
+``executemany`` UPDATE (or upsert) in-process; PostgreSQL, MariaDB and DuckDB receive the batch
+into a temporary staging table (one batched INSERT) and apply it with one joined UPDATE (or one
+``INSERT ... SELECT`` upsert), instead of a round trip per row. The portable path, for a dialect
+the project does not test, uses only an executemany UPDATE (or DELETE and INSERT) by key. The
+caller commits.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.revalidation import to_naive_utc
@@ -27,14 +30,14 @@ from airflow_provider_phonestatus.warehouse.binding import (
 )
 from airflow_provider_phonestatus.warehouse.store import STORED_COLUMNS, StoredValues, results_table
 from airflow_provider_phonestatus.warehouse.table import (
-    TargetTable,
     bulk_insert,
     copy_column,
     temporary_table,
     text_lengths,
 )
+from airflow_provider_phonestatus.warehouse.target import TargetTable
 
-_STAGED_DIALECTS = ("postgresql", "mysql")
+_STAGED_DIALECTS = ("postgresql", "mysql", "duckdb")
 #: Key types whose values order alike in Python and in SQL.
 _ORDERED_ALIKE = (sa.Integer, sa.Numeric, sa.Date, sa.DateTime)
 _MISSING: Any = object()
@@ -72,19 +75,25 @@ class RowUpdate:
 
 
 class RowWriter:
-    """Writes status columns of one :class:`TargetTable`; keeps a staging table per connection."""
+    """Writes status columns of one :class:`TargetTable`; keeps a staging table per connection.
 
-    def __init__(self, target: TargetTable) -> None:
+    ``portable``: only statements every SQL database runs (see the module's docstring).
+    """
+
+    def __init__(self, target: TargetTable, *, portable: bool = False) -> None:
         if target.missing:
             raise PhoneStatusConfigError(
                 f"cannot write: status columns {', '.join(target.missing)} do not exist (dry run)"
             )
         self._target = target
+        self._portable = portable
+        self._table = target.written
+        self._keys = target.written_keys
         names = target.columns.names()
         if set(names) != set(_ROLES):  # a role added to StatusColumns must be written here too
             raise RuntimeError(f"RowWriter writes roles {_ROLES}, StatusColumns has {tuple(names)}")
         self._names = {role: names[role] for role in _ROLES}  # role -> column name
-        lengths = text_lengths(target.table.columns)
+        lengths = text_lengths(self._table.columns)
         self._lengths = [(i, lengths[n]) for i, n in enumerate(self._names.values()) if n in lengths]
         #: value names of a record: the roles, then k0, k1, ... for the key
         self._fields = [*self._names, *(f"k{i}" for i in range(len(target.key_columns)))]
@@ -95,7 +104,7 @@ class RowWriter:
         ]
         #: a ported flag kept in an integer column (check_type accepts one) is written as 0/1: no
         #: driver has to guess how a bool goes into it (psycopg's COPY would send "t")
-        self._ported_as_int = not isinstance(target.table.c[self._names["ported"]].type, sa.Boolean)
+        self._ported_as_int = not isinstance(self._table.c[self._names["ported"]].type, sa.Boolean)
         self._stage: sa.Table | None = None
         self._copy_types: list[int] | None = None  #: the stage's column types, for a binary COPY
         self._stage_conn: sa.Connection | None = None
@@ -117,15 +126,16 @@ class RowWriter:
         the order the rows would have come to :meth:`write` (last one wins per key). Items of a row
         after ``phone_text`` are ignored, so a caller's own row tuples can be handed over as they are."""
         dialect = conn.dialect
-        plan = self._sqlite_plan(dialect) if dialect.name == "sqlite" else None
-        copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        portable = self._portable
+        plan = self._sqlite_plan(dialect) if dialect.name == "sqlite" and not portable else None
+        copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and not portable
         processors = plan.processors if plan is not None else self._processors(dialect) if copy else []
         if self._ported_as_int:
             processors = [*processors, (_ROLES.index("ported"), int_or_none)]
         batch = self._records(groups, processors, self._stored_part(dialect, processors))
         if not batch:
             return 0
-        if dialect.name in _STAGED_DIALECTS:
+        if dialect.name in _STAGED_DIALECTS and not portable:
             try:
                 count = self._write_staged(conn, batch, copy)
             except BaseException:
@@ -255,27 +265,56 @@ class RowWriter:
 
         return convert
 
-    def _update_statement(self) -> tuple[sa.Update, list[str]]:
-        """The UPDATE by key, and the bind parameter name of each of :attr:`_fields`."""
-        table = self._target.table
+    def _bound(self) -> tuple[dict[sa.Column[Any], sa.BindParameter[Any]], list[str]]:
+        """Written column -> its bind parameter, and the parameter name of each of :attr:`_fields`."""
+        table = self._table
         params = _free_names(table, self._fields)
-        statement = (
-            sa.update(table)
-            .where(*(k == sa.bindparam(params[f"k{i}"]) for i, k in enumerate(self._target.keys)))
-            .values({table.c[name]: sa.bindparam(params[role]) for role, name in self._names.items()})
+        values: dict[sa.Column[Any], sa.BindParameter[Any]] = {
+            table.c[name]: sa.bindparam(params[role]) for role, name in self._names.items()
+        }
+        values.update({k: sa.bindparam(params[f"k{i}"]) for i, k in enumerate(self._keys)})
+        return values, [params[f] for f in self._fields]
+
+    def _by_key(self, values: dict[sa.Column[Any], sa.BindParameter[Any]]) -> list[sa.ColumnElement[bool]]:
+        return [k == values[k] for k in self._keys]
+
+    def _statement(self) -> tuple[sa.Update | sa.Insert, list[str]]:
+        """The UPDATE by key (in place) or the upsert by key (SQLite), and the bind parameter
+        name of each of :attr:`_fields`."""
+        values, names = self._bound()
+        if self._target.in_place:
+            status = {c: p for c, p in values.items() if c not in self._keys}
+            return sa.update(self._table).where(*self._by_key(values)).values(status), names
+        return self._upsert(sqlite.insert(self._table).values(values)), names
+
+    def _upsert(self, insert: Any) -> sa.Insert:
+        """``insert`` (a dialect's own INSERT) made to update the status columns of existing keys."""
+        names = list(self._names.values())
+        if hasattr(insert, "on_duplicate_key_update"):  # MySQL / MariaDB
+            return insert.on_duplicate_key_update({n: insert.inserted[n] for n in names})  # type: ignore[no-any-return]
+        return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+            index_elements=self._keys, set_={n: insert.excluded[n] for n in names}
         )
-        return statement, [params[f] for f in self._fields]
 
     def _write_each(self, conn: sa.Connection, batch: list[tuple[Any, ...]]) -> int:
-        """One executemany UPDATE by key, bound by SQLAlchemy."""
-        statement, names = self._update_statement()
-        return conn.execute(statement, [dict(zip(names, row, strict=True)) for row in batch]).rowcount
+        """Portable: one executemany UPDATE by key, or DELETE then INSERT by key (status table),
+        bound by SQLAlchemy."""
+        values, names = self._bound()
+        params = [dict(zip(names, row, strict=True)) for row in batch]
+        if self._target.in_place:
+            status = {c: p for c, p in values.items() if c not in self._keys}
+            return conn.execute(
+                sa.update(self._table).where(*self._by_key(values)).values(status), params
+            ).rowcount
+        conn.execute(sa.delete(self._table).where(*self._by_key(values)), params)
+        conn.execute(sa.insert(self._table).values(values), params)
+        return len(batch)
 
     def _processors(self, dialect: sa.Dialect) -> list[tuple[int, Any]]:
         """(record position, bind processor) of each written column that has one on ``dialect``:
         the conversions SQLAlchemy applies to each value (or array item) it binds for the column."""
-        table = self._target.table
-        columns = [table.c[name] for name in self._names.values()] + self._target.keys
+        table = self._table
+        columns = [table.c[name] for name in self._names.values()] + self._keys
         return [
             (i, proc)
             for i, c in enumerate(columns)
@@ -286,7 +325,7 @@ class RowWriter:
         """The UPDATE compiled once for SQLite (qmark), the order of its parameters, and the bind
         processor of each: exactly what SQLAlchemy would send, minus its per-row work."""
         if self._plan is None or self._plan.dialect is not dialect:
-            statement, names = self._update_statement()
+            statement, names = self._statement()
             compiled = statement.compile(dialect=dialect)
             position = {name: i for i, name in enumerate(names)}
             order = [position[name] for name in compiled.positiontup or ()]
@@ -328,20 +367,31 @@ class RowWriter:
                     rows.write_row(record)
         else:
             conn.execute(*bulk_insert(conn, sa.insert(stage), self._fields, batch))
-        table = self._target.table
-        statement = (
-            sa.update(table)
-            .values({table.c[name]: stage.c[role] for role, name in self._names.items()})
-            .where(*(k == stage.c[f"k{i}"] for i, k in enumerate(self._target.keys)))
-        )
-        if (span := self._key_span(conn.dialect, batch)) is not None:
-            statement = statement.where(span)
-        count = conn.execute(statement).rowcount
+        count = self._apply_stage(conn, stage, batch)
         if conn.dialect.name == "postgresql":  # DELETE would leave dead rows no vacuum ever visits
             conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(stage)}")
         else:  # MariaDB: TRUNCATE would commit the caller's transaction
             conn.execute(sa.delete(stage))
         return count
+
+    def _apply_stage(self, conn: sa.Connection, stage: sa.Table, batch: list[tuple[Any, ...]]) -> int:
+        """Write the staged rows: one joined UPDATE (in place), one INSERT ... SELECT upsert
+        (status table); rows written."""
+        table = self._table
+        if not self._target.in_place:
+            names = [*self._names.values(), *self._target.key_columns]
+            staged = sa.select(*(stage.c[f] for f in self._fields))
+            insert = (mysql.insert if conn.dialect.name == "mysql" else postgresql.insert)(table)
+            conn.execute(self._upsert(insert.from_select(names, staged)))
+            return len(batch)  # MariaDB counts an updated row twice
+        statement = (
+            sa.update(table)
+            .values({table.c[name]: stage.c[role] for role, name in self._names.items()})
+            .where(*(k == stage.c[f"k{i}"] for i, k in enumerate(self._keys)))
+        )
+        if (span := self._key_span(conn.dialect, batch)) is not None:
+            statement = statement.where(span)
+        return int(conn.execute(statement).rowcount)
 
     def _key_span(self, dialect: sa.Dialect, batch: list[tuple[Any, ...]]) -> sa.ColumnElement[bool] | None:
         """``first key BETWEEN lowest AND highest`` of the batch, for PostgreSQL: its planner joins
@@ -350,7 +400,7 @@ class RowWriter:
         grows with its place in the table, the whole run with the square of the table). Only for
         numbers and dates, which order the same in Python and in SQL (text follows the database's
         collation), passed as they are (no bind processor); None otherwise."""
-        key = self._target.keys[0]
+        key = self._keys[0]
         if (
             dialect.name != "postgresql"
             or not isinstance(key.type, _ORDERED_ALIKE)
@@ -367,13 +417,13 @@ class RowWriter:
 
     def _staging(self, conn: sa.Connection) -> sa.Table:
         if self._stage is None or self._stage_conn is not conn:
-            table = self._target.table
+            table = self._table
             self._stage = temporary_table(
                 conn,
                 "phonestatus_stage",
                 [
                     *(copy_column(role, table.c[name]) for role, name in self._names.items()),
-                    *(copy_column(f"k{i}", k) for i, k in enumerate(self._target.keys)),
+                    *(copy_column(f"k{i}", k) for i, k in enumerate(self._keys)),
                 ],
             )
             self._stage_conn = conn
