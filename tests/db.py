@@ -167,3 +167,58 @@ def warehouse(
         yield db
     finally:
         db.cleanup()
+
+
+@dataclass
+class Layout:
+    """Where a scenario keeps its statuses: in the customers table itself, or in a status table
+    beside it (``<name>_status``) while the customers table is only read."""
+
+    wh: Warehouse
+    beside: bool  #: a status table
+
+    def kwargs(self, name: str, **kw: Any) -> dict[str, Any]:
+        """The operator's arguments for table ``name``, its store and run log of its own."""
+        base = {
+            "conn_id": self.wh.conn_id,
+            "table": name,
+            "key_column": "id",
+            "phone_column": "phone",
+            "results_table": f"{name}_store",
+            "run_log_table": f"{name}_runs",
+        }
+        if self.beside:
+            base["status_table"] = f"{name}_status"
+        return {**base, **kw}
+
+    def register(self, name: str) -> None:
+        """Drop the store, run log and status table of ``name`` at teardown."""
+        self.wh._tables.extend([(None, f"{name}_store"), (None, f"{name}_runs"), (None, f"{name}_status")])
+
+    def statuses(self, conn: sa.Connection, name: str) -> sa.Table:
+        """The table holding the statuses of ``name``'s rows."""
+        return sa.Table(f"{name}_status" if self.beside else name, sa.MetaData(), autoload_with=conn)
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        """Every row of ``name`` with its status columns (None where it has none yet), by ``id``."""
+        if not self.beside:
+            return table_rows(self.wh, name)
+        with self.wh.engine.connect() as conn:
+            source = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            status = self.statuses(conn, name)
+            extra = [c for c in status.c if c.name not in source.c]
+            joined = source.outerjoin(status, source.c.id == status.c.id)
+            query = sa.select(source, *extra).select_from(joined).order_by(source.c.id)
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def has_status_columns(self, name: str) -> bool:
+        with self.wh.engine.connect() as conn:
+            if self.beside:
+                return sa.inspect(conn).has_table(f"{name}_status")
+            return "phone_status" in {c["name"] for c in sa.inspect(conn).get_columns(name)}
+
+
+@pytest.fixture(params=["in_place", "status_table"])
+def layout(request: pytest.FixtureRequest, warehouse: Warehouse) -> Layout:
+    """The warehouse, with statuses in place or in a status table beside the customers table."""
+    return Layout(warehouse, beside=request.param == "status_table")

@@ -28,7 +28,7 @@ from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
 from airflow_provider_phonestatus.sandbox.faults import KINDS as FAULT_KINDS
 from tests.airflow_run import test_dag_file
-from tests.db import Warehouse, customers, table_rows
+from tests.db import Layout, Warehouse, customers
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -76,37 +76,23 @@ def _xcom(dag_id: str, run_id: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def check_kwargs(wh: Warehouse, name: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "conn_id": wh.conn_id,
-        "table": name,
-        "key_column": "id",
-        "phone_column": "phone",
-        "results_table": f"{name}_store",
-        "run_log_table": f"{name}_runs",
-        **kw,
-    }
-
-
-def register_side_tables(wh: Warehouse, name: str) -> None:
-    wh._tables.extend([(None, f"{name}_store"), (None, f"{name}_runs")])
-
-
 def distinct_mobiles(phones: list[Any]) -> set[str]:
     from airflow_provider_phonestatus.numbers import parse_number
 
     return {p.national for p in map(parse_number, phones) if p.national}
 
 
-def test_messy_table_is_made_correct_complete_and_cheap(warehouse: Warehouse, vendor: SandboxServer) -> None:
+def test_messy_table_is_made_correct_complete_and_cheap(
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer
+) -> None:
     phones = list(messy_phones(600, 350, seed=11))
     name = customers(warehouse, phones)
-    register_side_tables(warehouse, name)
+    layout.register(name)
 
-    state, summary = run_task(**check_kwargs(warehouse, name))
+    state, summary = run_task(**layout.kwargs(name))
     assert state == "success"
 
-    rows = table_rows(warehouse, name)
+    rows = layout.rows(name)
     assert [r["phone_status"] for r in rows] == [expected_status(p) for p in phones]
     distinct = distinct_mobiles(phones)
     ledger = vendor.ledger()
@@ -120,18 +106,18 @@ def test_messy_table_is_made_correct_complete_and_cheap(warehouse: Warehouse, ve
     assert not re.search(r"\d{11}", json.dumps(summary))  # counts only in XCom
 
     # A second run right after a complete run sends nothing and writes nothing.
-    state, again = run_task(**check_kwargs(warehouse, name))
+    state, again = run_task(**layout.kwargs(name))
     assert state == "success"
     assert vendor.ledger()["requests"] == len(distinct)
     assert again is not None and again["due_rows"] == 0 and again["requests_sent"] == 0
 
 
 def test_store_answers_other_tables_for_free_and_changes_are_rechecked(
-    warehouse: Warehouse, vendor: SandboxServer
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer
 ) -> None:
     first = customers(warehouse, ["13800138001", "13800138005", "+86 139 0013 8008"])
-    register_side_tables(warehouse, first)
-    assert run_task(**check_kwargs(warehouse, first))[0] == "success"
+    layout.register(first)
+    assert run_task(**layout.kwargs(first))[0] == "success"
     assert vendor.ledger()["requests"] == 3
 
     # Another table, same store: known numbers cost nothing, one new number costs one request.
@@ -139,7 +125,7 @@ def test_store_answers_other_tables_for_free_and_changes_are_rechecked(
     warehouse.create_customers(
         second, rows=[{"id": 1, "phone": "8613800138001"}, {"id": 2, "phone": "13700137002"}]
     )
-    state, summary = run_task(**{**check_kwargs(warehouse, second), "results_table": f"{first}_store"})
+    state, summary = run_task(**{**layout.kwargs(second), "results_table": f"{first}_store"})
     assert state == "success" and summary is not None
     assert (summary["from_store"], summary["paid_lookups"]) == (1, 1)
     assert vendor.ledger()["requests"] == 4
@@ -148,45 +134,45 @@ def test_store_answers_other_tables_for_free_and_changes_are_rechecked(
     with warehouse.engine.begin() as conn:
         table = sa.Table(first, sa.MetaData(), autoload_with=conn)
         conn.execute(table.update().where(table.c.id == 0).values(phone="13800138006"))
-    state, summary = run_task(**check_kwargs(warehouse, first))
+    state, summary = run_task(**layout.kwargs(first))
     assert summary is not None and summary["due_rows"] == 1 and summary["paid_lookups"] == 1
-    assert table_rows(warehouse, first)[0]["phone_status"] == "unavailable"
+    assert layout.rows(first)[0]["phone_status"] == "unavailable"
 
 
 def test_expired_statuses_are_due_and_a_failure_keeps_the_old_status(
-    warehouse: Warehouse, vendor: SandboxServer
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer
 ) -> None:
     name = customers(warehouse, ["13800138001", "13800138008"])
-    register_side_tables(warehouse, name)
-    assert run_task(**check_kwargs(warehouse, name))[0] == "success"
+    layout.register(name)
+    assert run_task(**layout.kwargs(name))[0] == "success"
     old = dt.datetime(2020, 1, 1)
     with warehouse.engine.begin() as conn:  # both answers are now years old
-        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        table = layout.statuses(conn, name)
         conn.execute(table.update().values(phone_checked_at=old))
         conn.execute(sa.delete(sa.Table(f"{name}_store", sa.MetaData(), autoload_with=conn)))
     vendor.inject("http_503", count=None, number="13800138001")  # this one never answers now
-    state, summary = run_task(**check_kwargs(warehouse, name))
+    state, summary = run_task(**layout.kwargs(name))
     assert state == "success" and summary is not None
     assert summary["due_rows"] == 2 and summary["failures"] == 1
-    rows = table_rows(warehouse, name)
+    rows = layout.rows(name)
     assert rows[0]["phone_status"] == "active" and rows[0]["phone_checked_at"] == old  # kept, still due
     assert rows[1]["phone_status"] == "powered_off" and rows[1]["phone_checked_at"] > old
 
 
 def test_a_vendor_answering_only_malformed_envelopes_never_overwrites_good_statuses(
-    warehouse: Warehouse, vendor: SandboxServer
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer
 ) -> None:
     """Success envelopes without a usable data.result, in every shape, then nothing else: the
     table's expired good statuses all survive, and nothing is billed."""
     phones = [f"1380014{i:04d}" for i in range(60)]
     name = customers(warehouse, phones)
-    register_side_tables(warehouse, name)
-    assert run_task(**check_kwargs(warehouse, name))[0] == "success"
-    before = table_rows(warehouse, name)
+    layout.register(name)
+    assert run_task(**layout.kwargs(name))[0] == "success"
+    before = layout.rows(name)
     assert all(r["phone_status"] == expected_status(p) for r, p in zip(before, phones, strict=True))
     old = dt.datetime(2020, 1, 1)
     with warehouse.engine.begin() as conn:  # every answer is now years old, and the store forgot it
-        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        table = layout.statuses(conn, name)
         conn.execute(table.update().values(phone_checked_at=old))
         conn.execute(sa.delete(sa.Table(f"{name}_store", sa.MetaData(), autoload_with=conn)))
     billed = vendor.ledger()["billed"]
@@ -195,10 +181,10 @@ def test_a_vendor_answering_only_malformed_envelopes_never_overwrites_good_statu
         vendor.inject(shape, count=3)
     vendor.inject(shapes[0], count=None)
 
-    state, _ = run_task(**check_kwargs(warehouse, name))
+    state, _ = run_task(**layout.kwargs(name))
 
     assert state == "failed"  # many numbers in a row got no status: the batch stopped
-    after = table_rows(warehouse, name)
+    after = layout.rows(name)
     assert [(r["phone_status"], r["phone_order_no"]) for r in after] == [
         (r["phone_status"], r["phone_order_no"]) for r in before
     ]
@@ -214,10 +200,11 @@ def test_a_cause_no_retry_can_fix_fails_the_task_without_airflow_retries(
     warehouse: Warehouse, vendor: SandboxServer, fault: str, status: int | None
 ) -> None:
     """A refused key (or a wrong URL) fails the task at once: retries=2 would ask three times."""
+    layout = Layout(warehouse, beside=False)  # the vendor's refusal, whichever layout
     name = customers(warehouse, [f"1380015{i:04d}" for i in range(20)])
-    register_side_tables(warehouse, name)
+    layout.register(name)
     vendor.inject(fault, count=None, status=status)
-    state, _ = run_task(**check_kwargs(warehouse, name, retries=2, retry_delay=0))
+    state, _ = run_task(**layout.kwargs(name, retries=2, retry_delay=0))
     assert state == "failed"
     assert [(t, error.split(":")[0]) for t, error in _tries(warehouse, name)] == [
         (1, "api_key_refused" if fault == "bad_key" else "endpoint_not_found")
@@ -235,10 +222,11 @@ def _tries(warehouse: Warehouse, name: str) -> list[tuple[int, str]]:
 
 def test_a_passing_outage_is_retried_by_airflow(warehouse: Warehouse, vendor: SandboxServer) -> None:
     """The control: a vendor outage (every answer a 503) stays retryable, so the task runs again."""
+    layout = Layout(warehouse, beside=False)
     name = customers(warehouse, [f"1380016{i:04d}" for i in range(20)])
-    register_side_tables(warehouse, name)
+    layout.register(name)
     vendor.inject("http_503", count=None)
-    state, _ = run_task(**check_kwargs(warehouse, name, retries=1, retry_delay=0))
+    state, _ = run_task(**layout.kwargs(name, retries=1, retry_delay=0))
     assert state == "failed"
     assert [(t, error.split(":")[0]) for t, error in _tries(warehouse, name)] == [
         (1, "vendor_unavailable"),
@@ -247,16 +235,16 @@ def test_a_passing_outage_is_retried_by_airflow(warehouse: Warehouse, vendor: Sa
 
 
 def test_exhausted_balance_fails_the_task_with_its_cause_and_keeps_what_was_answered(
-    warehouse: Warehouse, vendor: SandboxServer
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer
 ) -> None:
     phones = [f"1380013{i:04d}" for i in range(1, 61)]
     name = customers(warehouse, phones)
-    register_side_tables(warehouse, name)
+    layout.register(name)
     vendor.configure(balance=25)
-    state, _ = run_task(**check_kwargs(warehouse, name, batch_size=10))
+    state, _ = run_task(**layout.kwargs(name, batch_size=10))
     assert state == "failed"
     assert vendor.ledger()["billed"] == 25
-    written = [r for r in table_rows(warehouse, name) if r["phone_status"] is not None]
+    written = [r for r in layout.rows(name) if r["phone_status"] is not None]
     assert len(written) == 25  # every paid answer was saved
     with warehouse.engine.connect() as conn:
         log_table = sa.Table(f"{name}_runs", sa.MetaData(), autoload_with=conn)
@@ -264,33 +252,33 @@ def test_exhausted_balance_fails_the_task_with_its_cause_and_keeps_what_was_answ
     assert [(r[0], r[2]) for r in runs] == [("failed", 25)] and "balance_exhausted" in runs[0][1]
     # The rerun pays only for what is left.
     vendor.configure(balance=None)
-    assert run_task(**check_kwargs(warehouse, name))[0] == "success"
+    assert run_task(**layout.kwargs(name))[0] == "success"
     assert vendor.ledger()["billed"] == 60
 
 
-def test_max_checks_and_dry_run(warehouse: Warehouse, vendor: SandboxServer) -> None:
+def test_max_checks_and_dry_run(warehouse: Warehouse, layout: Layout, vendor: SandboxServer) -> None:
     phones = [f"1390013{i:04d}" for i in range(1, 41)] + ["n/a", None, "010-12345678"]
     name = customers(warehouse, phones)
-    register_side_tables(warehouse, name)
+    layout.register(name)
 
-    state, dry = run_task(**check_kwargs(warehouse, name, dry_run=True, max_checks=30))
+    state, dry = run_task(**layout.kwargs(name, dry_run=True, max_checks=30))
     assert state == "success" and dry is not None
     assert (dry["due_rows"], dry["distinct_numbers"], dry["lookups_to_pay"]) == (43, 40, 30)
     assert dry["seconds_at_plan_rate"] == pytest.approx(30 * 60 / 600000)
     assert vendor.ledger()["requests"] == 0
-    with warehouse.engine.connect() as conn:
-        columns = {c["name"] for c in sa.inspect(conn).get_columns(name)}
-        assert "phone_status" not in columns  # a dry run writes nothing, not even columns
+    assert not layout.has_status_columns(name)  # a dry run writes nothing, not even columns
 
-    state, capped = run_task(**check_kwargs(warehouse, name, max_checks=30))
+    state, capped = run_task(**layout.kwargs(name, max_checks=30))
     assert state == "success" and capped is not None
     assert vendor.ledger()["requests"] == 30 and capped["deferred_rows"] == 10
-    state, rest = run_task(**check_kwargs(warehouse, name, max_checks=30))
+    state, rest = run_task(**layout.kwargs(name, max_checks=30))
     assert rest is not None and rest["paid_lookups"] == 10 and rest["due_rows"] == 10
-    assert Counter(r["phone_status"] for r in table_rows(warehouse, name))[None] == 0
+    assert Counter(r["phone_status"] for r in layout.rows(name))[None] == 0
 
 
-def test_row_filter_values_are_bound_and_names_checked(warehouse: Warehouse, vendor: SandboxServer) -> None:
+def test_row_filter_values_are_bound_and_names_checked(
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer
+) -> None:
     name = warehouse.table_name("customers")
     warehouse.create_customers(
         name,
@@ -300,13 +288,13 @@ def test_row_filter_values_are_bound_and_names_checked(warehouse: Warehouse, ven
         ],
         extra_columns=[sa.Column("region", sa.String(16))],
     )
-    register_side_tables(warehouse, name)
-    state, summary = run_task(**check_kwargs(warehouse, name, row_filter={"region": "' OR 1=1 --"}))
+    layout.register(name)
+    state, summary = run_task(**layout.kwargs(name, row_filter={"region": "' OR 1=1 --"}))
     assert state == "success" and summary is not None and summary["due_rows"] == 0
-    state, summary = run_task(**check_kwargs(warehouse, name, row_filter=[["region", "=", "east"]]))
+    state, summary = run_task(**layout.kwargs(name, row_filter=[["region", "=", "east"]]))
     assert summary is not None and summary["due_rows"] == 1
-    assert [r["phone_status"] for r in table_rows(warehouse, name)] == ["active", None]
-    state, _ = run_task(**check_kwargs(warehouse, name, row_filter={"region; DROP TABLE x": "east"}))
+    assert [r["phone_status"] for r in layout.rows(name)] == ["active", None]
+    state, _ = run_task(**layout.kwargs(name, row_filter={"region; DROP TABLE x": "east"}))
     assert state == "failed"
 
 
@@ -355,18 +343,18 @@ def wait_for_billed(vendor: SandboxServer, proc: subprocess.Popen[str], at_least
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
 def test_a_killed_worker_loses_at_most_one_batch_and_the_rerun_pays_for_nothing_saved(
-    warehouse: Warehouse, vendor: SandboxServer, signal_name: str
+    warehouse: Warehouse, layout: Layout, vendor: SandboxServer, signal_name: str
 ) -> None:
     phones = list(messy_phones(700, 500, seed=5))
     distinct = distinct_mobiles(phones)
     name = customers(warehouse, phones)
-    register_side_tables(warehouse, name)
+    layout.register(name)
     vendor.configure(latency_ms=20)
     batch_size, concurrency = 25, 4
     conn = json.loads(os.environ["AIRFLOW_CONN_PHONESTATUS_DEFAULT"])
     conn["extra"]["max_concurrency"] = concurrency
     os.environ["AIRFLOW_CONN_PHONESTATUS_DEFAULT"] = json.dumps(conn)  # monkeypatch restores it
-    kwargs = check_kwargs(warehouse, name, batch_size=batch_size, flush_interval=60)
+    kwargs = layout.kwargs(name, batch_size=batch_size, flush_interval=60)
 
     proc, path = start_task_process(**kwargs)
     try:
@@ -385,7 +373,7 @@ def test_a_killed_worker_loses_at_most_one_batch_and_the_rerun_pays_for_nothing_
 
     state, summary = run_task(**kwargs)
     assert state == "success" and summary is not None
-    rows = table_rows(warehouse, name)
+    rows = layout.rows(name)
     assert [r["phone_status"] for r in rows] == [expected_status(p) for p in phones]
     ledger = vendor.ledger()
     assert set(ledger["by_number"]) == distinct

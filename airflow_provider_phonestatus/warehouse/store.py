@@ -27,6 +27,7 @@ from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
 from airflow_provider_phonestatus.warehouse.table import (
     bulk_insert,
     fetch_all,
+    json_texts,
     new_table,
     text_lengths,
 )
@@ -151,9 +152,7 @@ class ResultStore(OwnedTable):
             query = sa.select(*found.c).select_from(wanted.join(found, sa.true()))
             size, encode = ARRAY_CHUNK, ",".join
         elif dialect == "duckdb":  # one JSON text: DuckDB binds a list item by item (table.json_columns)
-            listed = sa.select(
-                sa.func.unnest(sa.func.from_json(sa.bindparam("nationals", type_=sa.Text), '["VARCHAR"]'))
-            )
+            listed = sa.select(sa.func.unnest(json_texts(sa.bindparam("nationals", type_=sa.Text))))
             query = selected.where(t.c.national.in_(listed))
             size, encode = ARRAY_CHUNK, _json_list
         elif dialect == "sqlite" and _sqlite_version(conn.dialect) >= (3, 38):

@@ -132,12 +132,17 @@ def json_columns(
     decimals and times by ``str``) and are cast to the column's type in SQL.
     """
     selected: list[sa.ColumnElement[Any]] = [
-        sa.cast(sa.func.unnest(sa.func.from_json(sa.bindparam(f"j_{i}", type_=sa.Text), '["VARCHAR"]')), t)
+        sa.cast(sa.func.unnest(json_texts(sa.bindparam(f"j_{i}", type_=sa.Text))), t)
         for i, t in enumerate(types)
     ]
     columns = zip(*rows, strict=True) if rows else [() for _ in types]
     params = {f"j_{i}": json.dumps([_json_text(v) for v in column]) for i, column in enumerate(columns)}
     return selected, params
+
+
+def json_texts(parameter: sa.BindParameter[str]) -> sa.ColumnElement[Any]:
+    """DuckDB: a JSON array parameter as a list of VARCHAR, for ``unnest``."""
+    return sa.func.from_json(parameter, '["VARCHAR"]', type_=postgresql.ARRAY(sa.String))
 
 
 def _json_text(value: Any) -> Any:
