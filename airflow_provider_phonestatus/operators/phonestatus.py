@@ -169,6 +169,7 @@ class PhoneStatusCheckOperator(BaseOperator):
                 create_missing=self.create_columns,
                 dry_run=dry_run,
                 status_table=self.status_table or None,
+                portable=portable,
             )
             options = self._options(dry_run, portable)
             store = self._store(conn, dry_run, portable)

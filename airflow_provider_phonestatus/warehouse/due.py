@@ -86,6 +86,35 @@ def _changed(target: TargetTable) -> sa.ColumnElement[bool]:
     return phone_text(target).is_distinct_from(target.column("checked_value"))
 
 
+def due_select(
+    target: TargetTable,
+    policy: RevalidationPolicy,
+    now: dt.datetime,
+    *,
+    row_filter: Any = None,
+    ignore_ages: bool = False,
+) -> sa.Select[Any]:
+    """The due rows, unordered: key columns ``k0, k1, ...``, ``phone``, ``phone_text``, ``status``,
+    ``checked_at``, ``urgency``; read from :attr:`TargetTable.source` (the status table joined)."""
+    keys = target.keys
+    where = [due_condition(target, policy, now, ignore_ages=ignore_ages)]
+    if (condition := compile_filter(target.table, row_filter)) is not None:
+        where.append(condition)
+    where += [k.is_not(None) for k in keys if k.nullable]  # a NULL key can never be written
+    return (
+        sa.select(
+            *(k.label(f"k{i}") for i, k in enumerate(keys)),
+            target.phone.label("phone"),
+            phone_text(target).label("phone_text"),
+            target.column("status").label("status"),
+            target.column("checked_at").label("checked_at"),
+            urgency(target, policy, now).label("urgency"),
+        )
+        .select_from(target.source)
+        .where(*where)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DueRow:
     """One due row: its key, the phone as stored and as text, its current status, its class."""
@@ -125,10 +154,6 @@ class DueList:
         locks on the rows read and on SQLite a read lock on the database file.
         """
         keys = target.keys
-        where = [due_condition(target, policy, now, ignore_ages=ignore_ages)]
-        if (condition := compile_filter(target.table, row_filter)) is not None:
-            where.append(condition)
-        where += [k.is_not(None) for k in keys if k.nullable]  # a NULL key can never be written
         # phone_text is copied only where the phone as read is not already that text
         text_is_phone = _reads_as_text(target.phone, conn.dialect)
         table = temporary_table(
@@ -143,19 +168,7 @@ class DueList:
                 sa.Column("urgency", sa.Integer),
             ],
         )
-        due = (
-            sa.select(
-                *(k.label(f"k{i}") for i, k in enumerate(keys)),
-                target.phone.label("phone"),
-                phone_text(target).label("phone_text"),
-                target.column("status").label("status"),
-                target.column("checked_at").label("checked_at"),
-                urgency(target, policy, now).label("urgency"),
-            )
-            .select_from(target.source)
-            .where(*where)
-            .subquery("due")
-        )
+        due = due_select(target, policy, now, row_filter=row_filter, ignore_ages=ignore_ages).subquery("due")
         key_cols = [due.c[f"k{i}"] for i in range(len(keys))]
         never_first = sa.case((due.c.checked_at.is_(None), 0), else_=1)  # NULLs sort differently per dialect
         order_by = [due.c.urgency, never_first, due.c.checked_at, *key_cols]

@@ -129,11 +129,7 @@ class ResultStore(OwnedTable):
         (by the policy's own ``is_fresh`` in Python when a subclass changes it)."""
         t = self.table
         fresh = _sql_freshness(t, policy, now)
-        if fresh is None:
-            columns = [*columns, t.c.status.label("policy_status"), t.c.checked_at.label("policy_at")]
-        selected = sa.select(*columns).where(t.c.status.in_(list(_STORED)))
-        if fresh is not None:
-            selected = selected.where(fresh)
+        selected = self._lookup(policy, now, columns)
         encode: Callable[[list[str]], Any] = list
         dialect = "portable" if self.portable else conn.dialect.name
         if dialect == "postgresql":
@@ -176,6 +172,18 @@ class ResultStore(OwnedTable):
             else:
                 yield from rows
 
+    def _lookup(
+        self, policy: RevalidationPolicy, now: dt.datetime, columns: Sequence[sa.ColumnElement[Any]]
+    ) -> sa.Select[Any]:
+        """``columns`` of the stored answers of a status a run of ours writes, fresh by ``policy`` at
+        ``now`` (with the status and time last, for the policy's own test, when not in SQL)."""
+        t = self.table
+        fresh = _sql_freshness(t, policy, now)
+        if fresh is None:
+            columns = [*columns, t.c.status.label("policy_status"), t.c.checked_at.label("policy_at")]
+        selected = sa.select(*columns).where(t.c.status.in_(list(_STORED)))
+        return selected if fresh is None else selected.where(fresh)
+
     def save(self, conn: sa.Connection, items: Sequence[tuple[str, PhoneStatusResult]]) -> int:
         """Upsert the storable answers among ``items`` (last one wins); return how many."""
         records: dict[str, tuple[Any, ...]] = {}
@@ -196,9 +204,17 @@ class ResultStore(OwnedTable):
     def _replace(self, conn: sa.Connection, records: list[tuple[Any, ...]]) -> None:
         """The portable upsert: DELETE by number, then INSERT, each an executemany."""
         if records:
-            t = self.table
-            conn.execute(t.delete().where(t.c.national == sa.bindparam("n")), [{"n": r[0]} for r in records])
-            conn.execute(t.insert(), [dict(zip(self._names, r, strict=True)) for r in records])
+            delete, insert = self.portable_statements()[1:]
+            conn.execute(delete, [{"n": r[0]} for r in records])
+            conn.execute(insert, [dict(zip(self._names, r, strict=True)) for r in records])
+
+    def portable_statements(self) -> tuple[sa.Select[Any], sa.Delete, sa.Insert]:
+        """The portable path's statements: the lookup of fresh answers by an IN list (policy at the
+        epoch: only its shape matters here), the DELETE by number and the INSERT of a save."""
+        t = self.table
+        lookup = self._lookup(RevalidationPolicy(), dt.datetime(1970, 1, 1, tzinfo=dt.UTC), list(t.c))
+        listed = lookup.where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
+        return listed, t.delete().where(t.c.national == sa.bindparam("n")), t.insert()
 
     def _record(self, national: str, result: PhoneStatusResult) -> tuple[Any, ...]:
         record = result.as_record()

@@ -68,9 +68,11 @@ class TargetTable:
         create_missing: bool = True,
         dry_run: bool = False,
         status_table: str | None = None,
+        portable: bool = False,
     ) -> TargetTable:
         """Reflect ``name``, check every name against it, and make the status columns exist (in
-        place, or in ``status_table``, created when missing); DDL is committed."""
+        place, or in ``status_table``, created when missing); DDL is committed. ``portable``: the
+        status table is written by DELETE and INSERT, so its key need not be declared unique."""
         keys = _key_names(key_columns)
         table = reflect(conn, name)
         _check_roles(table, keys, phone_column, columns)
@@ -81,7 +83,7 @@ class TargetTable:
         if split_name(status_table) == split_name(name):
             raise PhoneStatusConfigError(f"status_table {status_table!r} is the source table itself")
         _check_unique(conn, table, keys, count=True)
-        status = _status_table(conn, status_table, table, keys, columns, create_missing, dry_run)
+        status = _status_table(conn, status_table, table, keys, columns, create_missing, dry_run, portable)
         if status is None:  # dry run, not created yet: every row is due
             return cls(
                 table, keys, phone_column, columns, tuple(columns.names().values()), None, status_table
@@ -133,13 +135,17 @@ class TargetTable:
     def prune(self, conn: sa.Connection) -> int:
         """Delete the status table's rows whose key is no longer in the source; how many. The
         caller commits."""
-        if self.status_table is None:
+        if self.in_place:
             raise PhoneStatusConfigError("only a status table is pruned; in place, rows go with the table")
-        status = self.status_table
+        return int(conn.execute(self.prune_statement()).rowcount)
+
+    def prune_statement(self) -> sa.Delete:
+        """DELETE of the status rows whose key is not in the source (``NOT EXISTS``, portable)."""
+        status = self.written
         in_source = sa.select(sa.literal(1)).where(
             *(self.table.c[k] == status.c[k] for k in self.key_columns)
         )
-        return int(conn.execute(sa.delete(status).where(~in_source.exists())).rowcount)
+        return sa.delete(status).where(~in_source.exists())
 
     def key_of(self, row: Any) -> tuple[Any, ...]:
         """The key of a result row (``sa.Row`` or mapping), in ``key_columns`` order."""
@@ -173,6 +179,7 @@ def _status_table(
     columns: StatusColumns,
     create_missing: bool,
     dry_run: bool,
+    portable: bool,
 ) -> sa.Table | None:
     """The status table ``name``, created when missing (None in a dry run): the source's key
     columns as primary key, then the status columns; or, when it exists, checked: the same key
@@ -181,13 +188,7 @@ def _status_table(
     if not sa.inspect(conn).has_table(table_name, schema=schema):
         if dry_run:
             return None
-        key_copies = [copy_column(k, source.c[k], primary_key=True) for k in keys]
-        for column in key_copies:
-            column.nullable = False
-        types = columns.types()
-        definition = new_table(
-            name, *key_copies, *(sa.Column(n, types[role]) for role, n in columns.names().items())
-        )
+        definition = status_table_definition(name, source, keys, columns)
         if not create_missing:
             ddl = str(sa.schema.CreateTable(definition).compile(dialect=conn.dialect)).strip()
             raise PhoneStatusConfigError(
@@ -202,11 +203,26 @@ def _status_table(
     if found := [p for p in problems if p]:
         raise PhoneStatusConfigError(f"status table {name!r} exists but does not fit: {'; '.join(found)}")
     if not _unique_by(conn, status, set(keys), exactly=True):
-        raise PhoneStatusConfigError(
+        why = (
             f"status table {name!r} exists but does not fit: key columns {list(keys)} are not its primary "
-            "key nor a unique constraint over exactly them, so a status cannot be written by key"
+            "key nor a unique constraint over exactly them"
         )
+        if not portable:  # an upsert by the key needs the constraint
+            raise PhoneStatusConfigError(f"{why}, so a status cannot be upserted by key")
+        _check_no_repeats(conn, status, keys, why)  # the portable path deletes, then inserts by key
     return status
+
+
+def status_table_definition(
+    name: str, source: sa.Table, keys: Sequence[str], columns: StatusColumns
+) -> sa.Table:
+    """A new status table: the source's key columns (same names, same types) as primary key, then
+    the status columns with their portable types."""
+    key_copies = [copy_column(k, source.c[k], primary_key=True) for k in keys]
+    for column in key_copies:
+        column.nullable = False
+    types = columns.types()
+    return new_table(name, *key_copies, *(sa.Column(n, types[role]) for role, n in columns.names().items()))
 
 
 def _key_type_problem(column: sa.Column[Any], source: sa.Column[Any]) -> str | None:
@@ -256,6 +272,11 @@ def _check_unique(
         raise PhoneStatusConfigError(
             f"{why}, so an update by them could write one number's status onto other rows"
         )
+    _check_no_repeats(conn, table, keys, why)
+
+
+def _check_no_repeats(conn: sa.Connection, table: sa.Table, keys: Sequence[str], why: str) -> None:
+    """No two rows of ``table`` share a key now; ``why`` the key is checked by a query."""
     key_columns = [table.c[k] for k in keys]
     repeated = (
         sa.select(*key_columns)

@@ -296,19 +296,25 @@ class RowWriter:
             index_elements=self._keys, set_={n: insert.excluded[n] for n in names}
         )
 
-    def _write_each(self, conn: sa.Connection, batch: list[tuple[Any, ...]]) -> int:
-        """Portable: one executemany UPDATE by key, or DELETE then INSERT by key (status table),
-        bound by SQLAlchemy."""
+    def portable_statements(self) -> tuple[list[sa.Update | sa.Delete | sa.Insert], list[str]]:
+        """What the portable path runs per batch, each as one executemany: the UPDATE by key (in
+        place), or DELETE then INSERT by key (status table); and the parameter name of each of
+        :attr:`_fields`."""
         values, names = self._bound()
-        params = [dict(zip(names, row, strict=True)) for row in batch]
         if self._target.in_place:
             status = {c: p for c, p in values.items() if c not in self._keys}
-            return conn.execute(
-                sa.update(self._table).where(*self._by_key(values)).values(status), params
-            ).rowcount
-        conn.execute(sa.delete(self._table).where(*self._by_key(values)), params)
-        conn.execute(sa.insert(self._table).values(values), params)
-        return len(batch)
+            return [sa.update(self._table).where(*self._by_key(values)).values(status)], names
+        return [
+            sa.delete(self._table).where(*self._by_key(values)),
+            sa.insert(self._table).values(values),
+        ], names
+
+    def _write_each(self, conn: sa.Connection, batch: list[tuple[Any, ...]]) -> int:
+        """The portable path, bound by SQLAlchemy: rows updated (in place) or written."""
+        statements, names = self.portable_statements()
+        params = [dict(zip(names, row, strict=True)) for row in batch]
+        counts = [conn.execute(statement, params).rowcount for statement in statements]
+        return counts[0] if self._target.in_place else len(batch)
 
     def _processors(self, dialect: sa.Dialect) -> list[tuple[int, Any]]:
         """(record position, bind processor) of each written column that has one on ``dialect``:
