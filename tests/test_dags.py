@@ -518,7 +518,7 @@ def test_a_warehouse_connection_that_is_not_sql_is_refused_clearly(monkeypatch: 
     # would then import with real form widgets (Airflow 3.1), unlike the UI's metadata service.
     conn = {"conn_type": "fs", "extra": {"path": "/tmp"}}
     monkeypatch.setenv("AIRFLOW_CONN_NOT_A_WAREHOUSE", json.dumps(conn))
-    message = r"'not_a_warehouse' \(FSHook\) gives no SQLAlchemy engine; use a SQL connection"
+    message = r"'not_a_warehouse' \(FSHook\) is not a SQL connection .*DbApiHook.*; use a SQL connection"
     with pytest.raises(PhoneStatusConfigError, match=message):
         sqlalchemy_engine("not_a_warehouse")
 
