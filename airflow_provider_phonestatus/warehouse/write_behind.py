@@ -19,8 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
 
+from airflow_provider_phonestatus.warehouse.records import Answer, Row
 from airflow_provider_phonestatus.warehouse.target import TargetTable
-from airflow_provider_phonestatus.warehouse.writer import Answer, Row, RowWriter
+from airflow_provider_phonestatus.warehouse.writer import RowWriter
 
 DIALECTS = ("postgresql", "mysql")
 

@@ -11,8 +11,7 @@ caller commits.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,41 +19,23 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
-from airflow_provider_phonestatus.revalidation import to_naive_utc
-from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
+from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.binding import (
     as_isoformat,
     binary_copy_types,
     int_or_none,
-    passes_through,
 )
-from airflow_provider_phonestatus.warehouse.store import STORED_COLUMNS, StoredValues, results_table
+from airflow_provider_phonestatus.warehouse.records import ROLES, TEXT, Answer, Records, Row
 from airflow_provider_phonestatus.warehouse.table import (
     bulk_insert,
     copy_column,
     temporary_table,
-    text_lengths,
 )
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 
 _STAGED_DIALECTS = ("postgresql", "mysql", "duckdb")
 #: Key types whose values order alike in Python and in SQL.
 _ORDERED_ALIKE = (sa.Integer, sa.Numeric, sa.Date, sa.DateTime)
-_MISSING: Any = object()
-#: A row handed to :meth:`RowWriter.write_groups`: (key, phone_text, anything else...).
-Row = tuple[Any, ...]
-#: What a group of rows is written with: a result, or a stored answer's values as
-#: ``ResultStore.fresh_values`` gives them.
-Answer = PhoneStatusResult | StoredValues
-#: The status columns written, in the order of a record's values (see :meth:`RowWriter._records`).
-_ROLES = ("status", "code", "carrier", "ported", "checked_at", "order_no", "checked_value")
-_TEXT = len(_ROLES) - 1  #: position of the checked value in a record; the key follows it
-#: The text written for each vocabulary member (``member.value``, without the enum descriptor per row).
-_TEXTS: dict[Any, str] = {m: m.value for vocabulary in (PhoneStatus, Carrier) for m in vocabulary}
-#: The results store's columns, for the types and lengths of the values read from it.
-_STORE = results_table()
-#: The longest text a vocabulary role can hold.
-_LONGEST = {"status": max(map(len, map(str, PhoneStatus))), "carrier": max(map(len, map(str, Carrier)))}
 
 
 @dataclass(frozen=True)
@@ -90,18 +71,12 @@ class RowWriter:
         self._table = target.written
         self._keys = target.written_keys
         names = target.columns.names()
-        if set(names) != set(_ROLES):  # a role added to StatusColumns must be written here too
-            raise RuntimeError(f"RowWriter writes roles {_ROLES}, StatusColumns has {tuple(names)}")
-        self._names = {role: names[role] for role in _ROLES}  # role -> column name
-        lengths = text_lengths(self._table.columns)
-        self._lengths = [(i, lengths[n]) for i, n in enumerate(self._names.values()) if n in lengths]
+        if set(names) != set(ROLES):  # a role added to StatusColumns must be written here too
+            raise RuntimeError(f"RowWriter writes roles {ROLES}, StatusColumns has {tuple(names)}")
+        self._names = {role: names[role] for role in ROLES}  # role -> column name
         #: value names of a record: the roles, then k0, k1, ... for the key
         self._fields = [*self._names, *(f"k{i}" for i in range(len(target.key_columns)))]
-        self._text_length = next((n for i, n in self._lengths if i == _TEXT), None)
-        #: lengths to enforce on values from a result; vocabulary values that always fit are not checked
-        self._part_lengths = [
-            (i, n) for i, n in self._lengths if i < _TEXT and n < _LONGEST.get(_ROLES[i], n + 1)
-        ]
+        self._records = Records(self._table, list(self._names.values()), target.key_columns)
         #: a ported flag kept in an integer column (check_type accepts one) is written as 0/1: no
         #: driver has to guess how a bool goes into it (psycopg's COPY would send "t")
         self._ported_as_int = not isinstance(self._table.c[self._names["ported"]].type, sa.Boolean)
@@ -131,8 +106,8 @@ class RowWriter:
         copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and not portable
         processors = plan.processors if plan is not None else self._processors(dialect) if copy else []
         if self._ported_as_int:
-            processors = [*processors, (_ROLES.index("ported"), int_or_none)]
-        batch = self._records(groups, processors, self._stored_part(dialect, processors))
+            processors = [*processors, (ROLES.index("ported"), int_or_none)]
+        batch = self._records.make(groups, processors, dialect)
         if not batch:
             return 0
         if dialect.name in _STAGED_DIALECTS and not portable:
@@ -146,124 +121,6 @@ class RowWriter:
         else:
             count = self._write_each(conn, batch)
         return count if count >= 0 else len(batch)
-
-    def _records(
-        self,
-        groups: Sequence[tuple[Answer, Sequence[Row]]],
-        processors: Sequence[tuple[int, Any]],
-        stored: Callable[[StoredValues], tuple[Any, ...]] | None,
-    ) -> list[tuple[Any, ...]]:
-        """The values of :attr:`_fields` for the rows with an answer, one record per key (last one
-        wins), text cut to its column's length, then converted by ``processors`` ((position, bind
-        processor) pairs; none: SQLAlchemy converts them when it binds).
-
-        The part of a record that comes from the answer is made once per answer object; stored
-        values become it through ``stored`` (:meth:`_stored_part`), or as they are when None.
-        """
-        key_count = len(self._target.key_columns)
-        text_length = self._text_length
-        row_processors = [(i - _TEXT, p) for i, p in processors if i >= _TEXT]
-        plain = not row_processors  # the common case: no work per row, long texts cut afterwards
-        parts: dict[int, tuple[Any, ...] | None] = {}
-        records: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        part: tuple[Any, ...] | None
-        for answer, rows in groups:
-            if isinstance(answer, tuple):
-                part = answer if stored is None else stored(answer)
-            elif (part := parts.get(id(answer), _MISSING)) is _MISSING:
-                part = parts[id(answer)] = self._result_part(answer, processors)
-            if part is None:
-                continue
-            if plain:
-                for row in rows:
-                    key = row[0]
-                    records[key] = (*part, row[1], *key)
-                continue
-            for row in rows:
-                key, phone_text = row[0], row[1]
-                if text_length is not None and isinstance(phone_text, str) and len(phone_text) > text_length:
-                    phone_text = phone_text[:text_length]
-                rest = [phone_text, *key]
-                for i, proc in row_processors:
-                    rest[i] = proc(rest[i])
-                records[key] = (*part, *rest)
-        if plain and text_length is not None:
-            for key, record in records.items():
-                if isinstance(text := record[_TEXT], str) and len(text) > text_length:
-                    records[key] = (*record[:_TEXT], text[:text_length], *record[_TEXT + 1 :])
-        if any(size != key_count for size in set(map(len, records))):
-            wrong = next(key for key in records if len(key) != key_count)
-            raise ValueError(f"key {wrong!r} does not match key columns {self._target.key_columns}")
-        return list(records.values())
-
-    def _result_part(
-        self, result: PhoneStatusResult, processors: Sequence[tuple[int, Any]]
-    ) -> tuple[Any, ...] | None:
-        """The record's values that come from ``result``: all but the phone text and the key.
-        None for a result that is no answer (a failure is never written)."""
-        if not result.is_answer:
-            return None
-        checked_at = result.checked_at
-        if checked_at.tzinfo is dt.UTC:  # to_naive_utc's result, in one step
-            checked_at = checked_at.replace(tzinfo=None)
-        elif checked_at.tzinfo is not None:
-            checked_at = to_naive_utc(checked_at)
-        carrier = result.carrier
-        values = [
-            _TEXTS[result.status],
-            result.vendor_code,
-            None if carrier is None else _TEXTS[carrier],
-            result.ported,
-            checked_at,
-            result.order_no,
-        ]
-        return self._finish_part(values, self._part_lengths, processors)
-
-    @staticmethod
-    def _finish_part(
-        values: list[Any], lengths: Sequence[tuple[int, int]], processors: Sequence[tuple[int, Any]]
-    ) -> tuple[Any, ...]:
-        """Cut texts to ``lengths`` and convert by ``processors``, both (record position, ...)."""
-        for i, length in lengths:
-            if isinstance(text := values[i], str) and len(text) > length:
-                values[i] = text[:length]
-        for i, proc in processors:
-            if i < _TEXT:
-                values[i] = proc(values[i])
-        return tuple(values)
-
-    def _stored_part(
-        self, dialect: sa.Dialect, processors: Sequence[tuple[int, Any]]
-    ) -> Callable[[StoredValues], tuple[Any, ...]] | None:
-        """How ``ResultStore.fresh_values`` values, read as the driver gives them, become a
-        record's part: None when they already are it. That is the common case (SQLite keeps the
-        ISO text and the 0/1 a DATETIME and BOOLEAN column of the target would bind, PostgreSQL
-        reads what psycopg binds): a million rows answered from the store cost no conversion.
-
-        Otherwise each differing value is converted by the store column's result processor (to
-        Python), then the target's bind processor, and texts are cut to the target's lengths.
-        """
-        store = _STORE
-        bind = {i: proc for i, proc in processors if i < _TEXT}
-        steps: list[tuple[int, Any, Any]] = []
-        for i, name in enumerate(STORED_COLUMNS):
-            column_type = store.c[name].type.dialect_impl(dialect)
-            read = column_type.result_processor(dialect, None)
-            if (read or bind.get(i)) and not passes_through(column_type, dialect, read, bind.get(i)):
-                steps.append((i, read, bind.get(i)))
-        store_lengths = text_lengths(store.c)
-        lengths = [(i, n) for i, n in self._part_lengths if n < store_lengths.get(STORED_COLUMNS[i], n + 1)]
-        if not steps and not lengths:
-            return None
-
-        def convert(values: StoredValues) -> tuple[Any, ...]:
-            converted = list(values)
-            for i, read, write in steps:
-                value = converted[i] if read is None else read(converted[i])
-                converted[i] = value if write is None else write(value)
-            return RowWriter._finish_part(converted, lengths, ())
-
-        return convert
 
     def _bound(self) -> tuple[dict[sa.Column[Any], sa.BindParameter[Any]], list[str]]:
         """Written column -> its bind parameter, and the parameter name of each of :attr:`_fields`."""
@@ -347,14 +204,14 @@ class RowWriter:
 
     def _write_sqlite(self, conn: sa.Connection, plan: _Plan, batch: list[tuple[Any, ...]]) -> int:
         """:meth:`_write_each` on SQLite: the same UPDATE run by sqlite3's executemany in-process,
-        with values :meth:`_records` already converted."""
+        with values :class:`Records` already converted."""
         if plan.order != list(range(len(plan.order))):
             batch = [tuple(row[i] for i in plan.order) for row in batch]
         return conn.exec_driver_sql(plan.sql, batch).rowcount
 
     def _write_staged(self, conn: sa.Connection, batch: list[tuple[Any, ...]], copy: bool = False) -> int:
         """One batched INSERT into the staging table (with ``copy``, a ``COPY FROM STDIN`` through
-        psycopg 3 of values already bound by :meth:`_records`, in the binary format where every
+        psycopg 3 of values already bound by :class:`Records`, in the binary format where every
         column's type allows: a quarter of the client CPU of adapting one array per column), one
         joined UPDATE, then empty the stage."""
         stage = self._staging(conn)
@@ -413,7 +270,7 @@ class RowWriter:
             or key.type.dialect_impl(dialect).bind_processor(dialect) is not None
         ):
             return None
-        position = _TEXT + 1
+        position = TEXT + 1
         try:
             low = min(record[position] for record in batch)
             high = max(record[position] for record in batch)
