@@ -111,7 +111,7 @@ class Warehouse:
             for schema, table in reversed(self._tables):
                 sa.Table(table, sa.MetaData(), schema=schema).drop(conn, checkfirst=True)
             for schema in self._schemas:
-                conn.execute(sa.schema.DropSchema(schema, cascade=self.dialect == "postgresql"))
+                conn.execute(sa.schema.DropSchema(schema, cascade=self.dialect in ("postgresql", "duckdb")))
             conn.commit()
         self.engine.dispose()
 

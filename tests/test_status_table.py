@@ -373,3 +373,38 @@ def test_hook_params_and_database_reach_the_hook_as_in_common_sql(
         assert [r["phone_status"] for r in layout.rows(name)] == [expected_status(p) for p in phones]
     finally:
         wh.cleanup()
+
+
+# SQLite's schemas are attached files, which the task's own engine would not attach
+@pytest.mark.parametrize("warehouse", ["postgres", "mariadb", "duckdb"], indirect=True)
+def test_status_store_and_run_log_in_a_schema_of_their_own(
+    warehouse: Warehouse, vendor: SandboxServer
+) -> None:
+    phones = ["13800138001", "+86 138 0013 8005", "13800138001", "n/a"]
+    name = customers(warehouse, phones)
+    own = warehouse.schema("phonestatus")
+    kwargs = {
+        "conn_id": warehouse.conn_id,
+        "table": name,
+        "key_column": "id",
+        "phone_column": "phone",
+        "status_table": f"{own}.customer_status",
+        "results_table": f"{own}.results",
+        "run_log_table": f"{own}.runs",
+    }
+    state, summary = run_task(**kwargs)
+    assert state == "success" and summary is not None and summary["paid_lookups"] == 2
+    with warehouse.engine.connect() as conn:
+        status = sa.Table("customer_status", sa.MetaData(), schema=own, autoload_with=conn)
+        written = dict(conn.execute(sa.select(status.c.id, status.c.phone_status)).all())
+        assert {c["name"] for c in sa.inspect(conn).get_columns(name)} == {"id", "phone"}  # source untouched
+    assert [written[i] for i in range(len(phones))] == [expected_status(p) for p in phones]
+
+
+def test_create_columns_off_shows_the_status_tables_ddl(warehouse: Warehouse, vendor: SandboxServer) -> None:
+    name = customers(warehouse, ["13800138001"])
+    layout = Layout(warehouse, beside=True)
+    layout.register(name)
+    with pytest.raises(PhoneStatusConfigError, match=r"create_columns is off; create it with: CREATE TABLE"):
+        execute(**layout.kwargs(name, create_columns=False))
+    assert not layout.has_status_columns(name) and vendor.ledger()["requests"] == 0

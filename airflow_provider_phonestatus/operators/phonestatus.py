@@ -158,43 +158,46 @@ class PhoneStatusCheckOperator(BaseOperator):
         hook = PhoneStatusHook(self.phonestatus_conn_id)
         summary = RunSummary(dry_run=dry_run)
         engine = self._engine()
-        with _disposed(engine), engine.connect() as conn:
-            portable = portable_path(conn.dialect, self.portable_sql)
-            target = TargetTable.load(
-                conn,
-                self.table,
-                key_columns=self.key_column,
-                phone_column=self.phone_column,
-                columns=self.columns,
-                create_missing=self.create_columns,
-                dry_run=dry_run,
-                status_table=self.status_table or None,
-                portable=portable,
-            )
-            options = self._options(dry_run, portable)
-            store = self._store(conn, dry_run, portable)
-            runlog = None if dry_run else RunLog.ensure(conn, self.run_log_table)
-            owned = [t.table for t in (store, runlog) if t is not None]
-            check_access(
-                conn, target, owned, writes=not dry_run, deletes=portable, prune=self.prune_status_table
-            )
-            run_uid = None if runlog is None else self._start_log(conn, runlog, context)
-            conn.commit()
-            self._refresh = TableRefresh(conn, target, store, hook, policy, options, summary)
-            try:
-                self._refresh.run()
-                if self.prune_status_table and not dry_run:
-                    summary.pruned_rows = target.prune(conn)
-                    conn.commit()
-                summary.state = "dry_run" if dry_run else "success"
-            except BaseException as exc:
-                summary.state = "failed"
-                summary.error = _cause(exc)
-                raise
-            finally:
-                if runlog is not None and run_uid is not None:
-                    self._finish_log(conn, runlog, run_uid, summary)
-                self.log.info("phone status run %s for %s:\n%s", summary.state, self.table, summary.table())
+        with _disposed(engine):
+            portable = portable_path(engine.dialect, self.portable_sql)  # refused before connecting
+            with engine.connect() as conn:
+                target = TargetTable.load(
+                    conn,
+                    self.table,
+                    key_columns=self.key_column,
+                    phone_column=self.phone_column,
+                    columns=self.columns,
+                    create_missing=self.create_columns,
+                    dry_run=dry_run,
+                    status_table=self.status_table or None,
+                    portable=portable,
+                )
+                options = self._options(dry_run, portable)
+                store = self._store(conn, dry_run, portable)
+                runlog = None if dry_run else RunLog.ensure(conn, self.run_log_table)
+                owned = [t.table for t in (store, runlog) if t is not None]
+                check_access(
+                    conn, target, owned, writes=not dry_run, deletes=portable, prune=self.prune_status_table
+                )
+                run_uid = None if runlog is None else self._start_log(conn, runlog, context)
+                conn.commit()
+                self._refresh = TableRefresh(conn, target, store, hook, policy, options, summary)
+                try:
+                    self._refresh.run()
+                    if self.prune_status_table and not dry_run:
+                        summary.pruned_rows = target.prune(conn)
+                        conn.commit()
+                    summary.state = "dry_run" if dry_run else "success"
+                except BaseException as exc:
+                    summary.state = "failed"
+                    summary.error = _cause(exc)
+                    raise
+                finally:
+                    if runlog is not None and run_uid is not None:
+                        self._finish_log(conn, runlog, run_uid, summary)
+                    self.log.info(
+                        "phone status run %s for %s:\n%s", summary.state, self.table, summary.table()
+                    )
         return summary.as_xcom()
 
     def on_kill(self) -> None:
