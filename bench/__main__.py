@@ -25,6 +25,7 @@ MODULES = (
     "bench.parsing",
     "bench.operator_waste",
     "bench.operator_warehouse",
+    "bench.operator_status_table",
     "bench.operator_rss",
     "bench.operator_kill",
 )

@@ -1,12 +1,13 @@
 """Shared pieces of the operator benchmarks (``bench/operator_*.py``): databases, tables, runs.
 
-* :func:`database` gives a SQLite file or the local PostgreSQL through an Airflow connection, so
-  the engine is the one the operator gets (``hook.get_sqlalchemy_engine()``); every table made
-  through it is named ``bench_<what>_<hex>`` and dropped on exit.
-* :func:`run_refresh` runs a refresh the way ``PhoneStatusCheckOperator.execute`` does: one
-  connection, ``TargetTable.load`` (adds the status columns), ``ResultStore.ensure``,
-  ``RunLog.ensure`` + a run-log row, ``TableRefresh(...).run()`` with the operator's default
-  options, then the run-log row completed. Only Airflow's task context is absent.
+* :func:`database` gives a SQLite file, the local PostgreSQL or a DuckDB file through an Airflow
+  connection, so the engine is the one the operator gets (``hook.get_sqlalchemy_engine()``);
+  every table made through it is named ``bench_<what>_<hex>`` and dropped on exit.
+* :func:`run_refresh` runs a refresh the way ``PhoneStatusCheckOperator.execute`` does:
+  ``portable_path``, then one connection: ``TargetTable.load`` (adds the status columns, or
+  creates the status table), ``ResultStore.ensure``, ``RunLog.ensure``, ``check_access``, a
+  run-log row, ``TableRefresh(...).run()`` with the operator's default options, then the run-log
+  row completed. Only Airflow's task context is absent.
 * :mod:`bench.naive` holds the baseline, :mod:`bench.phases` the CPU split of a refresh.
 """
 
@@ -16,6 +17,7 @@ import atexit
 import dataclasses
 import datetime as dt
 import functools
+import json
 import os
 import random
 import secrets
@@ -49,11 +51,15 @@ UNLIMITED_PER_MINUTE = 100_000_000  #: "hook plan unlimited": the pacer never wa
 CHUNK = 50_000  #: rows per executemany / store save while building tables
 
 
+#: Every database kind :func:`database` makes; :func:`kinds` is the older benchmarks' subset.
+ALL_KINDS = ("sqlite", "postgres", "duckdb")
+
+
 @dataclass
 class Db:
     """One database for the benchmarks; tables made with :meth:`name` are dropped on exit."""
 
-    kind: str  #: "sqlite" or "postgres"
+    kind: str  #: one of :data:`ALL_KINDS`
     engine: sa.Engine
     conn_id: str
     uri: str
@@ -78,16 +84,28 @@ class Db:
 
 @contextmanager
 def database(kind: str) -> Iterator[Db]:
-    """A SQLite file (in a fresh temporary directory) or the local PostgreSQL, through the engine
-    Airflow's own connection hook builds; drops every table named through it on exit."""
+    """A SQLite or DuckDB file (in a fresh temporary directory) or the local PostgreSQL, through
+    the engine Airflow's own connection hook builds; drops every table named through it on exit.
+
+    DuckDB's engine has no pool (``NullPool``, as in the tests): DuckDB lets one process at a
+    time open a file, so no connection may outlive its use.
+    """
     from airflow.sdk import BaseHook
 
+    if kind not in ALL_KINDS:
+        raise ValueError(f"unknown database kind {kind!r}; known: {ALL_KINDS}")
     tmp = tempfile.mkdtemp(prefix="phonestatus-bench-db-")
-    uri = f"sqlite:///{tmp}/warehouse.db" if kind == "sqlite" else PG_URI
+    uri = {
+        "sqlite": f"sqlite:///{tmp}/warehouse.db",
+        "postgres": PG_URI,
+        "duckdb": json.dumps({"conn_type": "duckdb", "host": f"{tmp}/warehouse.duckdb"}),
+    }[kind]
     conn_id = f"phonestatus_bench_{kind}_{secrets.token_hex(3)}"
     variable = f"AIRFLOW_CONN_{conn_id.upper()}"
     os.environ[variable] = uri
-    engine: sa.Engine = BaseHook.get_connection(conn_id).get_hook().get_sqlalchemy_engine()  # type: ignore[no-untyped-call]
+    engine_kwargs = {"poolclass": sa.pool.NullPool} if kind == "duckdb" else {}
+    hook = BaseHook.get_connection(conn_id).get_hook()  # type: ignore[no-untyped-call]
+    engine: sa.Engine = hook.get_sqlalchemy_engine(engine_kwargs=engine_kwargs)
     db = Db(kind, engine, conn_id, uri)
     try:
         yield db
@@ -129,7 +147,8 @@ def shared_store(db: Db, rows: int, distinct: int) -> tuple[str, float]:
 
 
 def kinds(quick: bool) -> tuple[str, ...]:
-    """The databases the warehouse benchmarks run on."""
+    """The databases the in-place warehouse benchmarks run on (``operator_status_table`` runs on
+    :data:`ALL_KINDS`: DuckDB here would only lengthen those runs)."""
     return ("sqlite", "postgres")
 
 
@@ -178,13 +197,15 @@ def create_customers(
     """``table`` (id INTEGER PRIMARY KEY, phone VARCHAR(64)) holding ``values`` as ids 1..n.
 
     With ``status``, the seven status columns exist already and hold ``status(id, phone)``.
-    Inserted fast: SQLite executemany in big chunks, PostgreSQL ``COPY``.
+    Inserted fast: SQLite executemany in big chunks, PostgreSQL ``COPY``, DuckDB one ``INSERT ...
+    SELECT unnest(from_json(?))`` per chunk (it binds list items one by one, as slowly as it runs
+    an executemany).
     """
     columns = ["id", "phone"]
     ddl = ["id INTEGER NOT NULL PRIMARY KEY", "phone VARCHAR(64)"]
     if status is not None:
         columns += STATUS_COLUMNS
-        timestamp = "TIMESTAMP WITHOUT TIME ZONE" if db.dialect == "postgresql" else "DATETIME"
+        timestamp = "TIMESTAMP WITHOUT TIME ZONE" if db.dialect in ("postgresql", "duckdb") else "DATETIME"
         types = ("VARCHAR(32)", "VARCHAR(16)", "VARCHAR(32)", "BOOLEAN", timestamp, "VARCHAR(64)")
         ddl += [f"{c} {t}" for c, t in zip(STATUS_COLUMNS, (*types, "VARCHAR(64)"), strict=True)]
 
@@ -201,6 +222,12 @@ def create_customers(
             with copy_from(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows():
                     copy.write_row(row)
+        elif db.dialect == "duckdb":
+            insert = _duckdb_insert(table, columns, ddl)
+            iterator = rows()
+            while chunk := [r for _, r in zip(range(CHUNK), iterator, strict=False)]:
+                texts = [json.dumps(list(map(_json_text, c))) for c in zip(*chunk, strict=True)]
+                cursor.execute(insert, texts)
         else:
             marks = ", ".join("?" * len(columns))
             insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
@@ -213,6 +240,22 @@ def create_customers(
             raw.commit()
     finally:
         raw.close()
+
+
+def _duckdb_insert(table: str, columns: Sequence[str], ddl: Sequence[str]) -> str:
+    """``INSERT ... SELECT`` of one JSON text parameter per column, each cast to its column's type."""
+    types = [definition.split(" ", 1)[1].removesuffix(" NOT NULL PRIMARY KEY") for definition in ddl]
+    selected = ", ".join(f"CAST(unnest(from_json(?, '[\"VARCHAR\"]')) AS {t})" for t in types)
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {selected}"
+
+
+def _json_text(value: Any) -> str | None:
+    """A value as a JSON text DuckDB casts back to its column's type (datetimes in ISO form)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -275,28 +318,42 @@ def run_refresh(
     store_name: str,
     runlog_name: str,
     options: RefreshOptions | None = None,
+    *,
+    status_table: str | None = None,
 ) -> Refresh:
     """One refresh of ``table`` as ``PhoneStatusCheckOperator.execute`` runs it (module docstring),
-    with the operator's default options unless ``options`` are given."""
+    with the operator's default options unless ``options`` are given (their ``portable`` is the
+    operator's ``portable_sql``); ``status_table``: the statuses go there (created when missing)."""
     from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
     from airflow_provider_phonestatus.revalidation import RevalidationPolicy
     from airflow_provider_phonestatus.summary import RunSummary
+    from airflow_provider_phonestatus.warehouse.access import check_access, portable_path
     from airflow_provider_phonestatus.warehouse.runlog import RunLog
     from airflow_provider_phonestatus.warehouse.store import ResultStore
     from airflow_provider_phonestatus.warehouse.target import TargetTable
 
-    for name in (store_name, runlog_name):
-        if name not in db.tables:
+    for name in (store_name, runlog_name, status_table):
+        if name is not None and name not in db.tables:
             db.tables.append(name)
+    options = options or RefreshOptions()  # the operator's defaults: batch 500, flush 1 s
     cpu = time.process_time()
     started = time.perf_counter()
     summary = RunSummary()
+    portable = portable_path(db.engine.dialect, options.portable)  # refused before connecting
     with db.engine.connect() as conn:
         target = TargetTable.load(
-            conn, table, key_columns="id", phone_column="phone", columns=StatusColumns()
+            conn,
+            table,
+            key_columns="id",
+            phone_column="phone",
+            columns=StatusColumns(),
+            status_table=status_table,
+            portable=portable,
         )
-        store = ResultStore.ensure(conn, store_name)
+        options = dataclasses.replace(options, portable=portable)
+        store = ResultStore.ensure(conn, store_name, portable=portable)
         runlog = RunLog.ensure(conn, runlog_name)
+        check_access(conn, target, [store.table, runlog.table], writes=True, deletes=portable)
         run_uid = runlog.start(
             conn,
             dag_id="bench",
@@ -308,7 +365,6 @@ def run_refresh(
             started_at=dt.datetime.now(dt.UTC),
         )
         conn.commit()
-        options = options or RefreshOptions()  # the operator's defaults: batch 500, flush 1 s
         refresh = TableRefresh(
             conn, target, store, hook, RevalidationPolicy.from_user(None), options, summary
         )
@@ -323,16 +379,30 @@ def run_refresh(
 # -- checks ------------------------------------------------------------------------------------
 
 
-def wrong_statuses(db: Db, table: str, rows: int, sample: int = 10_000, seed: int = 11) -> list[str]:
-    """Rows of a random sample whose status is not ``expected_status(phone)``, masked."""
+def wrong_statuses(
+    db: Db,
+    table: str,
+    rows: int,
+    sample: int = 10_000,
+    seed: int = 11,
+    *,
+    status_table: str | None = None,
+) -> list[str]:
+    """Rows of a random sample whose status is not ``expected_status(phone)``, masked; with
+    ``status_table``, the status is read from it, left-joined to ``table`` by id (no row: no status)."""
     ids = random.Random(seed).sample(range(1, rows + 1), min(sample, rows))
     wrong: list[str] = []
+    if status_table is None:
+        source = f"SELECT id, phone, phone_status FROM {table} WHERE id IN "
+    else:
+        source = (
+            f"SELECT s.id, s.phone, t.phone_status FROM {table} s LEFT JOIN {status_table} t ON t.id = s.id"
+            " WHERE s.id IN "
+        )
     with db.engine.connect() as conn:
         for i in range(0, len(ids), 1000):
             chunk = ids[i : i + 1000]
-            query = sa.text(
-                f"SELECT id, phone, phone_status FROM {table} WHERE id IN ({','.join(map(str, chunk))})"
-            )
+            query = sa.text(f"{source}({','.join(map(str, chunk))})")
             found = conn.execute(query).all()
             if len(found) != len(chunk):
                 wrong.append(f"{len(chunk) - len(found)} sampled ids missing")

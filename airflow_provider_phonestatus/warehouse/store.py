@@ -35,6 +35,7 @@ from airflow_provider_phonestatus.warehouse.table import (
 DEFAULT_NAME = "phone_status_results"
 CHUNK = 1000  #: numbers per lookup query and rows per upsert statement
 ARRAY_CHUNK = 10_000  #: numbers per lookup query where they travel as one array (PostgreSQL, SQLite)
+DUCKDB_CHUNK = 50_000  #: numbers per lookup query on DuckDB, whose every lookup scans the store
 
 
 def results_table(name: str = DEFAULT_NAME) -> sa.Table:
@@ -150,7 +151,8 @@ class ResultStore(OwnedTable):
         elif dialect == "duckdb":  # one JSON text: DuckDB binds a list item by item (table.json_columns)
             listed = sa.select(sa.func.unnest(json_texts(sa.bindparam("nationals", type_=sa.Text))))
             query = selected.where(t.c.national.in_(listed))
-            size, encode = ARRAY_CHUNK, _json_list
+            # each statement scans the store (a hash join on the list): one per page, not per 10,000
+            size, encode = DUCKDB_CHUNK, _json_list
         elif dialect == "sqlite" and _sqlite_version(conn.dialect) >= (3, 38):
             # One JSON array parameter (JSON is built into SQLite since 3.38) instead of a statement
             # of 1,000 placeholders expanded and bound per chunk.
