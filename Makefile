@@ -71,4 +71,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_MIN) .venv-dbt .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
