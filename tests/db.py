@@ -130,6 +130,19 @@ def table_rows(wh: Warehouse, name: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
 
+#: Parameters whose tests exercise a warehouse variant, not Airflow: `make test` runs them on the
+#: newest Airflow only (``-m "not warehouse_variant"`` on the lowest), where the in-place layout
+#: on SQLite, PostgreSQL and MariaDB already proves each Airflow version.
+VARIANTS = {"warehouse": {"duckdb"}, "layout": {"status_table"}, "dbt_warehouse": {"postgres", "duckdb"}}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(params.get(name) in values for name, values in VARIANTS.items()):
+            item.add_marker(pytest.mark.warehouse_variant)
+
+
 def _file_connection(param: str, tmp_path: Path) -> str:
     """A fresh database file's connection: SQLite by URI, DuckDB by JSON (host = the file's path)."""
     if param == "duckdb":
