@@ -66,10 +66,12 @@ def check_access(
     ``prune``: the status table's rows whose key left the source are deleted."""
     status = [target.column(role) for role in target.columns.names()]
     source = sa.select(*target.keys, target.phone).limit(0)
-    probes = [_Probe("read", _name(target.table), "SELECT", lambda c: c.execute(source))]
+    probes = [_Probe("read", target.table.fullname, "SELECT", lambda c: c.execute(source))]
     if target.status_table is not None:
         status_read = sa.select(*status).select_from(target.status_table).limit(0)
-        probes.append(_Probe("read", _name(target.status_table), "SELECT", lambda c: c.execute(status_read)))
+        probes.append(
+            _Probe("read", target.status_table.fullname, "SELECT", lambda c: c.execute(status_read))
+        )
     probes.append(_Probe("create temporary tables", "", "TEMPORARY", _temporary))
     if writes:
         for table in [target.written, *owned]:
@@ -78,7 +80,7 @@ def check_access(
             columns = [target.written.c[c.name] for c in status] if not inserts else _updated(table)
             kinds = ["SELECT", "UPDATE", *(["INSERT"] if inserts else []), *(["DELETE"] if deleted else [])]
             probes.append(
-                _Probe("write", _name(table), ", ".join(kinds), _writes(table, columns, inserts, deleted))
+                _Probe("write", table.fullname, ", ".join(kinds), _writes(table, columns, inserts, deleted))
             )
     problems = []
     for probe in probes:
@@ -128,10 +130,6 @@ def _hint(conn: sa.Connection, probe: _Probe) -> str:
         return grants.grant_hint(conn, "CREATE TEMPORARY TABLES", f"{database}.*")
     database = conn.engine.url.database or "<database>"
     return grants.grant_hint(conn, "TEMPORARY", f"DATABASE {database}")
-
-
-def _name(table: sa.Table) -> str:
-    return f"{table.schema}.{table.name}" if table.schema else table.name
 
 
 def _first_line(exc: sa.exc.DBAPIError) -> str:

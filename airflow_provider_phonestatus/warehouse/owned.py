@@ -23,7 +23,7 @@ TIMESTAMP: sa.types.TypeEngine[dt.datetime] = sa.DateTime().with_variant(
 
 def ensure_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
     """Create one of the provider's own tables (store, run log) if missing (committed), else check it."""
-    name = f"{table.schema}.{table.name}" if table.schema else table.name
+    name = table.fullname
     if not sa.inspect(conn).has_table(table.name, schema=table.schema):
         create_table(conn, table)  # or a parallel task created it meanwhile: check that one
     existing = reflect(conn, name)
