@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from airflow_provider_phonestatus.batch import LookupBatch
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, PhoneStatusError
+from airflow_provider_phonestatus.history import is_change, recycled_suspect, transition
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook, local_label
 from airflow_provider_phonestatus.number_set import NumberSet
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
@@ -35,6 +36,7 @@ from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.due import DueList
+from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
 from airflow_provider_phonestatus.warehouse.store import ResultStore, StoredValues
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 from airflow_provider_phonestatus.warehouse.write_behind import WriteBehind
@@ -118,7 +120,12 @@ class TableRefresh:
         policy: RevalidationPolicy,
         options: RefreshOptions,
         summary: RunSummary | None = None,
+        *,
+        ledger: LookupLedger | None = None,
+        run: RunIdentity | None = None,
     ) -> None:
+        if (ledger is None) != (run is None):
+            raise PhoneStatusConfigError("the lookup ledger needs the run's identity, and only it")
         if store is None and not options.dry_run:
             # A number met again after its answer's batch was committed is found in the store;
             # without one it would be asked (and paid for) a second time in the same run.
@@ -126,6 +133,7 @@ class TableRefresh:
                 "a refresh that writes needs the results store (only a dry run may go without)"
             )
         self.conn, self.target, self.store, self.hook = conn, target, store, hook
+        self.ledger, self.run_identity = ledger, run
         self.policy, self.options = policy, options
         self.summary = summary or RunSummary(dry_run=options.dry_run)
         self.stop_requested = threading.Event()
@@ -277,6 +285,8 @@ class TableRefresh:
                     written.append((answer, rows))
                     self._row_count += len(rows)
                     counts[answer[0]] += len(rows)
+                    if answer[6] is not None and answer[6] != answer[0]:  # the answer saw a change
+                        self._count_change(answer[6], answer[0], len(rows))
             elif self._may_ask():
                 self._submitted += 1
                 if self.options.dry_run:
@@ -370,13 +380,37 @@ class TableRefresh:
                 return
             self.summary.rows_written += self._behind.wait()  # paid answers: now, on this connection
         if self.store is not None and self._stored:
-            self.store.save(self.conn, self._stored)
+            self._save_paid()
         self.summary.rows_written += self._writer.write_groups(self.conn, self._rows)
         self.conn.commit()
         self._rows.clear()
         self._row_count = 0
         self._stored.clear()
         self._unsaved.clear()
+
+    def _save_paid(self) -> None:
+        """Store this batch's answers with their numbers' history and append the paid ones to
+        the ledger (same transaction); the rows waiting for them are written with that history."""
+        assert self.store is not None
+        saved = dict(self.store.save(self.conn, self._stored))
+        if self.ledger is not None and self.run_identity is not None:
+            self.ledger.append(self.conn, self.run_identity, list(saved.items()))
+        with_history = {id(result): saved[national] for national, result in self._stored if national in saved}
+        groups = self._rows
+        for i, (answer, rows) in enumerate(groups):
+            if isinstance(answer, tuple) or (stored := with_history.get(id(answer))) is None:
+                continue
+            groups[i] = (stored, rows)
+            status = stored.status.value
+            if is_change(stored.previous_status, status):
+                self._count_change(stored.previous_status, status, len(rows))  # type: ignore[arg-type]
+
+    def _count_change(self, previous: str, status: str, rows: int) -> None:
+        summary = self.summary
+        summary.status_changes += rows
+        summary.changes_by_transition[transition(previous, status)] += rows
+        if recycled_suspect(previous, status):
+            summary.recycled_suspects += rows
 
     def _count_stats(self) -> None:
         stats = self.hook.stats.as_dict()

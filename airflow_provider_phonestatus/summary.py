@@ -21,6 +21,9 @@ COUNTERS = (
     "retries",
     "failures",
     "rows_written",
+    "pruned_rows",
+    "status_changes",
+    "recycled_suspects",
 )
 
 
@@ -40,9 +43,13 @@ class RunSummary:
     rows_written: int = 0  #: rows whose status columns were written
     deferred_rows: int = 0  #: due rows left for a later run (max_checks, time budget, stop)
     pruned_rows: int = 0  #: status table rows deleted because their key left the source (prune)
+    status_changes: int = 0  #: rows written with an answer that saw their number's status change
+    recycled_suspects: int = 0  #: of those, rows whose number went from not_in_service to live
     lookups_to_pay: int = 0  #: dry run: lookups a real run would pay for (after max_checks)
     seconds_at_plan_rate: float = 0.0  #: dry run: how long those lookups take at the plan rate
     status_counts: Counter[str] = field(default_factory=Counter)  #: rows written per status
+    #: status changes by ``previous->current`` status, counted in rows
+    changes_by_transition: Counter[str] = field(default_factory=Counter)
     dry_run: bool = False
     state: str = "running"
     error: str | None = None
@@ -54,13 +61,16 @@ class RunSummary:
         """Plain JSON: counts, state and the error's cause; never a phone number."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["status_counts"] = dict(sorted(self.status_counts.items()))
+        out["changes_by_transition"] = dict(sorted(self.changes_by_transition.items()))
         return out
 
     def table(self) -> str:
         """A fixed-width summary for the task log."""
         rows = [(f.name.replace("_", " "), getattr(self, f.name)) for f in fields(self)]
-        rows = [(k, v) for k, v in rows if k not in ("status counts", "error") and v not in (None, "")]
+        lists = ("status counts", "changes by transition", "error")
+        rows = [(k, v) for k, v in rows if k not in lists and v not in (None, "")]
         rows += [(f"  {status}", count) for status, count in sorted(self.status_counts.items())]
+        rows += [(f"  {change}", count) for change, count in sorted(self.changes_by_transition.items())]
         if self.error:
             rows.append(("error", self.error))
         width = max(len(k) for k, _ in rows)

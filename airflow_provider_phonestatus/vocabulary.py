@@ -100,6 +100,11 @@ class PhoneStatusResult:
     order_no: str | None = None  #: vendor transaction id, the key to reconcile a bill
     message: str | None = None  #: ``data.resultMsg``, the reason of a label, or the failure cause
     checked_at: dt.datetime = field(default_factory=_utcnow)  #: UTC
+    #: The number's history as the warehouse knew it when this answer was stored (``history``);
+    #: the hook leaves it empty.
+    previous_status: str | None = None  #: the vendor status before this answer
+    previous_checked_at: dt.datetime | None = None  #: naive UTC
+    status_changed_at: dt.datetime | None = None  #: naive UTC: current status first seen after another
 
     @property
     def is_answer(self) -> bool:

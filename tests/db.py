@@ -199,14 +199,16 @@ class Layout:
             "phone_column": "phone",
             "results_table": f"{name}_store",
             "run_log_table": f"{name}_runs",
+            "lookups_table": f"{name}_lookups",
         }
         if self.beside:
             base["status_table"] = f"{name}_status"
         return {**base, **kw}
 
     def register(self, name: str) -> None:
-        """Drop the store, run log and status table of ``name`` at teardown."""
-        self.wh._tables.extend([(None, f"{name}_store"), (None, f"{name}_runs"), (None, f"{name}_status")])
+        """Drop the store, run log, ledger and status table of ``name`` at teardown."""
+        owned = ("store", "runs", "lookups", "status")
+        self.wh._tables.extend((None, f"{name}_{suffix}") for suffix in owned)
 
     def statuses(self, conn: sa.Connection, name: str) -> sa.Table:
         """The table holding the statuses of ``name``'s rows."""

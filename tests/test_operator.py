@@ -412,6 +412,9 @@ def test_openlineage_column_lineage_when_the_provider_is_installed(warehouse: Wa
         "phone_checked_at",
         "phone_order_no",
         "phone_checked_value",
+        "phone_previous_status",
+        "phone_status_changed_at",
+        "phone_recycled_suspect",
     }
     assert all([f.field for f in spec.inputFields] == ["mobile"] for spec in fields.values())
 

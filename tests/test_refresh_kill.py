@@ -25,6 +25,7 @@ from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
 from airflow_provider_phonestatus.warehouse.store import ResultStore
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 from tests.db import Warehouse, customers, table_rows
@@ -43,10 +44,11 @@ from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
 from airflow_provider_phonestatus.warehouse.store import ResultStore
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 
-url, table, store, base_url, api_key, per_minute, concurrency = sys.argv[1:]
+url, table, store, lookups, base_url, api_key, per_minute, concurrency = sys.argv[1:]
 settings = PhoneStatusSettings(
     api_key=api_key,
     base_url=base_url,
@@ -57,9 +59,12 @@ settings = PhoneStatusSettings(
 with sa.create_engine(url).connect() as conn:
     target = TargetTable.load(conn, table, key_columns="id", phone_column="phone", columns=StatusColumns())
     results = ResultStore.ensure(conn, store)
+    ledger = LookupLedger.ensure(conn, lookups)
+    run = RunIdentity("killed", "dag", "task", "run", -1, 1, table)
     print("READY", flush=True)
     TableRefresh(
-        conn, target, results, PhoneStatusHook(settings=settings), RevalidationPolicy(), RefreshOptions()
+        conn, target, results, PhoneStatusHook(settings=settings), RevalidationPolicy(), RefreshOptions(),
+        ledger=ledger, run=run,
     ).run()
 """
 
@@ -78,6 +83,12 @@ def stored(wh: Warehouse, store: str) -> set[str]:
         return set(conn.execute(sa.text(f"SELECT national FROM {store}")).scalars())
 
 
+def answers(wh: Warehouse, table: str) -> list[tuple[str, str]]:
+    """(number, order number) of every answer in the store or every row of the ledger."""
+    with wh.engine.connect() as conn:
+        return sorted(conn.execute(sa.text(f"SELECT national, order_no FROM {table}")).tuples())
+
+
 def billed(sandbox: SandboxServer, more_than: int = 0) -> set[str]:
     return {n for n, entry in sandbox.ledger()["by_number"].items() if entry["billed"] > more_than}
 
@@ -89,13 +100,23 @@ def test_a_kill_mid_run_loses_at_most_the_last_second_of_paid_answers(
     sandbox.configure(rate_limit_per_minute=PER_MINUTE, latency_ms=50)
     wanted = numbers(150)
     table = customers(warehouse, [p for n in wanted for p in (n, f"+86 {n}")])
-    store = warehouse.table_name("store")
-    with warehouse.engine.connect() as conn:  # columns and store made before the child starts
+    store, lookups = warehouse.table_name("store"), warehouse.table_name("lookups")
+    with warehouse.engine.connect() as conn:  # columns, store and ledger made before the child starts
         load(conn, table)
         ResultStore.ensure(conn, store)
+        LookupLedger.ensure(conn, lookups)
         conn.commit()
     url = warehouse.engine.url.render_as_string(hide_password=False)
-    argv = [url, table, store, sandbox.url, sandbox.config.api_key, str(PER_MINUTE), str(CONCURRENCY)]
+    argv = [
+        url,
+        table,
+        store,
+        lookups,
+        sandbox.url,
+        sandbox.config.api_key,
+        str(PER_MINUTE),
+        str(CONCURRENCY),
+    ]
     with open(tmp_path / "child.log", "w+") as log:
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, *argv],
@@ -124,17 +145,34 @@ def test_a_kill_mid_run_loses_at_most_the_last_second_of_paid_answers(
     # one second of answers at the plan rate and what was in flight; a second more of slack for
     # a loaded machine (the former default of 5 s lost all of the ~70 here)
     assert len(lost) <= 2 * PER_MINUTE // 60 + CONCURRENCY, f"{len(lost)} of {len(paid)} paid answers lost"
+    assert answers(warehouse, lookups) == answers(warehouse, store)  # one ledger row per stored answer
 
     with warehouse.engine.connect() as conn:
         results = ResultStore.ensure(conn, store)
+        ledger = LookupLedger.ensure(conn, lookups)
+        run = RunIdentity("rerun", "dag", "task", "run", -1, 2, table)
         rerun = TableRefresh(
-            conn, load(conn, table), results, make_hook(sandbox), RevalidationPolicy(), RefreshOptions()
+            conn,
+            load(conn, table),
+            results,
+            make_hook(sandbox),
+            RevalidationPolicy(),
+            RefreshOptions(),
+            ledger=ledger,
+            run=run,
         )
         summary = rerun.run()
     assert summary.paid_lookups == len(wanted) - len(paid) + len(lost)
     assert billed(sandbox, more_than=1) == lost  # paid twice: exactly the answers not committed
     assert billed(sandbox) == set(wanted) == stored(warehouse, store)
     assert all(entry["billed"] <= 2 for entry in sandbox.ledger()["by_number"].values())
+    # Every stored answer has exactly one ledger row; the ledger holds every bill line but those
+    # paid for answers the kill lost (billed, never stored), each once.
+    ledger_rows = answers(warehouse, lookups)
+    assert set(answers(warehouse, store)) <= set(ledger_rows) and len(set(ledger_rows)) == len(ledger_rows)
+    bill = {(o["number"], o["order_no"]) for o in sandbox.orders()}
+    assert set(ledger_rows) <= bill and len(bill - set(ledger_rows)) == len(lost)
+    assert len(ledger_rows) == len(wanted)  # each number stored once: by the killed run or the rerun
     assert [r["phone_status"] for r in table_rows(warehouse, table)] == [
         expected_status(n) for n in wanted for _ in range(2)
     ]

@@ -36,7 +36,7 @@ from airflow_provider_phonestatus.sandbox.__main__ import build_parser
 from airflow_provider_phonestatus.sandbox.__main__ import main as cli_main
 from airflow_provider_phonestatus.sandbox.config import cli_args
 from airflow_provider_phonestatus.sandbox.ledger import SlidingWindow, retry_after_header
-from airflow_provider_phonestatus.sandbox.truth import expected, mask
+from airflow_provider_phonestatus.sandbox.truth import changes_in_world, expected, mask
 
 KEY = {"X-API-Key": "sandbox-key"}
 
@@ -394,6 +394,173 @@ def test_truth_overrides(sandbox: Sandbox, client: httpx.Client) -> None:
         sandbox.set_truth("12345", odd)
 
 
+# --- worlds: the truth changes ------------------------------------------------------------------
+
+RESULTS = "0111123451"  # world 0's result by the last digit (the truth module's first table)
+#: Every (third-to-last, last) digit pair, not ported, plus ported ones (second-to-last digit 9).
+WORLD_NUMBERS = [f"13800138{d}0{last}" for d in range(10) for last in range(10)]
+WORLD_NUMBERS += [f"13300000{d}9{last}" for d in (0, 5) for last in (0, 9)]
+MSGS = {"0": "销号或未启用", "1": "正常", "2": "停机", "3": "在网但不可用", "4": "预销号", "5": "关机"}
+
+
+def world_answers(client: httpx.Client, sandbox: Sandbox, world: int) -> dict[str, dict[str, Any]]:
+    sandbox.configure(world=world)
+    out = {}
+    for number in WORLD_NUMBERS:
+        body = check(client, sandbox, number).json()
+        assert body["code"] == 200, (number, body)
+        out[number] = {k: v for k, v in body["data"].items() if k != "orderNo"}
+    return out
+
+
+@EACH
+def test_worlds_change_exactly_the_documented_numbers(sandbox: Sandbox, client: httpx.Client) -> None:
+    assert sandbox.config.world == 0  # the default
+    worlds = {w: world_answers(client, sandbox, w) for w in (0, 1, 3, 10)}
+    for number, truth in worlds[0].items():
+        assert truth == expected(number) and truth["result"] == RESULTS[int(number[-1])], number
+    for world in (1, 3, 10):
+        for number, truth in worlds[world].items():
+            d, last = int(number[-3]), int(number[-1])
+            result = RESULTS[(last + 1) % 10] if d < world else RESULTS[last]
+            assert (truth["result"], truth["resultMsg"]) == (result, MSGS[result]), (world, number)
+            before = worlds[0][number]
+            assert (truth["channel"], truth["transferStatus"]) == (
+                before["channel"],
+                before["transferStatus"],
+            )
+            assert truth == expected(number, world=world)
+            assert changes_in_world(number, world) == (d < world)
+        changed = {n for n in WORLD_NUMBERS if worlds[world][n] != worlds[0][n]}
+        assert changed == {n for n in WORLD_NUMBERS if int(n[-3]) < world and n[-1] not in "123"}
+    # world 1 changes the third-to-last digit 0 only: the rule's examples, by hand
+    one = worlds[1]
+    assert one["13800138000"]["result"] == "1" and one["13800138000"]["resultMsg"] == "正常"  # recycled
+    assert one["13800138009"]["result"] == "0" and one["13800138009"]["resultMsg"] == "销号或未启用"
+    got = [one[f"1380013800{last}"]["result"] for last in range(10)]
+    assert got == ["1", "1", "1", "1", "2", "3", "4", "5", "1", "0"]
+    assert [one[f"1380013810{last}"]["result"] for last in range(10)] == list(RESULTS)  # digit 1: as world 0
+    assert one["13300000090"] == {
+        "result": "1",
+        "channel": "广电",
+        "resultMsg": "正常",
+        "transferStatus": "1",
+    }
+    assert len({n for n in WORLD_NUMBERS[:100] if worlds[10][n]["result"] != RESULTS[int(n[-1])]}) == 70
+    assert sandbox.ledger()["billed"] == 4 * len(WORLD_NUMBERS)
+
+
+@EACH
+def test_world_keeps_overrides_and_value_types(sandbox: Sandbox, client: httpx.Client) -> None:
+    sandbox.configure(world=1, value_types="mixed")
+    sandbox.set_truth("13800138000", {"result": "0", "channel": "卫星"})
+    assert check(client, sandbox, "13800138000").json()["data"] == {"result": "0", "channel": "卫星"}
+    odd = check(client, sandbox, "13800138009").json()["data"]  # odd last digit: JSON numbers
+    assert (odd["result"], odd["transferStatus"]) == (0, 0)
+    even = check(client, sandbox, "13800138004").json()["data"]
+    assert (even["result"], even["resultMsg"]) == ("2", "停机")
+
+
+def test_world_is_a_non_negative_integer(client: httpx.Client) -> None:
+    assert SandboxConfig().world == 0 and SandboxConfig(world=12).world == 12
+    wrong: list[Any] = [-1, 1.0, True]
+    for value, match in zip(wrong, ["out of range: world=-1", "not a valid integer", "integer"], strict=True):
+        with pytest.raises(ValueError, match=match):
+            SandboxConfig(world=value)
+    with pytest.raises(ValueError, match="non-negative"):
+        expected("13800138000", world=-1)
+    assert build_parser().parse_args(["--world", "2"]).world == 2
+    assert "--world=4" in cli_args(SandboxConfig(world=4))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--world", "-1", "--port", "0"])
+    assert exit_info.value.code == 2
+    with SandboxServer() as box:
+        bad = client.post(box.url + "/_sandbox/config", json={"world": -1})
+        assert bad.status_code == 400 and "world=-1" in bad.json()["error"]
+        ok = client.post(box.url + "/_sandbox/config", json={"world": 1})
+        assert ok.json()["world"] == 1 and box.config.world == 1
+
+
+def test_world_flag_and_configure_through_a_process(client: httpx.Client) -> None:
+    with SandboxProcess(SandboxConfig(rate_limit_per_minute=None, world=1)) as box:  # --world=1
+        assert box.config.world == 1
+        assert check(client, box, "13800138000").json()["data"]["result"] == "1"
+        assert check(client, box, "13800138100").json()["data"]["result"] == "0"
+        assert box.configure(world=0).world == 0
+        assert check(client, box, "13800138000").json()["data"]["result"] == "0"
+        assert box.configure(world=2).world == 2
+        assert check(client, box, "13800138100").json()["data"]["result"] == "1"
+        box.reset()  # keeps the config
+        assert box.config.world == 2
+
+
+# --- order numbers ------------------------------------------------------------------------------
+
+
+@EACH
+def test_orders_record_billed_answers_only(sandbox: Sandbox, client: httpx.Client) -> None:
+    assert sandbox.orders() == []
+    sandbox.set_truth("13800138002", {"code": 500, "message": "上游通道繁忙"})  # rejected, not billed
+    sandbox.set_truth("13800138003", {"result": "1", "channel": "卫星"})  # billed, no orderNo
+    sandbox.inject("http_503", number="13800138001")
+    sent: list[Any] = ["13800138001", "13800138001", "123", "13800138005", "13800138002"]
+    sent += ["13800138003", "13800138001", 13800138001, "13900139009"]  # the int is a bad number
+    bodies = []
+    for number in sent:
+        response = check(client, sandbox, number)
+        bodies.append(response.json() if response.status_code == 200 else None)
+    sandbox.configure(balance=0)
+    assert check(client, sandbox, "13800138006").json()["code"] == 402  # not billed
+    sandbox.configure(balance=None, rate_limit_per_minute=1)  # the window is full: throttled
+    throttled = check(client, sandbox, "13800138007")
+    assert throttled.status_code == 429
+    billed = [(n, b) for n, b in zip(sent, bodies, strict=True) if b is not None and b["code"] == 200]
+    assert [n for n, _ in billed] == [
+        "13800138001",
+        "13800138005",
+        "13800138003",
+        "13800138001",
+        "13900139009",
+    ]
+    want = [{"number": n, "order_no": b["data"].get("orderNo")} for n, b in billed]
+    orders = sandbox.orders()
+    assert orders == want
+    assert orders[2] == {"number": "13800138003", "order_no": None}  # the override had no orderNo
+    order_nos = [o["order_no"] for o in orders if o["order_no"] is not None]
+    assert len(order_nos) == len(set(order_nos)) == 4 and all(o.isdigit() for o in order_nos)
+    assert client.get(sandbox.url + "/_sandbox/orders").json() == orders
+    ledger = sandbox.ledger()
+    assert ledger["billed"] == len(orders) and "orders" not in ledger
+    assert (ledger["throttled"], ledger["faults"], ledger["rejected"]) == (1, 1, 4)
+    orders.clear()  # a copy
+    assert len(sandbox.orders()) == 5
+    sandbox.reset()
+    assert sandbox.orders() == [] and client.get(sandbox.url + "/_sandbox/orders").json() == []
+    sandbox.configure(rate_limit_per_minute=None)
+    data = check(client, sandbox, "13800138008").json()["data"]
+    assert sandbox.orders() == [{"number": "13800138008", "order_no": data["orderNo"]}]
+
+
+def test_orders_of_a_concurrent_burst_are_unique(sandbox: Sandbox) -> None:
+    sandbox.configure(latency_ms=50)
+
+    async def burst() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=10) as c:
+            calls = [
+                c.post(sandbox.endpoint_url, json={"mobile": f"1380013{i:04d}"}, headers=KEY)
+                for i in range(60)
+            ]
+            return [r.json() for r in await asyncio.gather(*calls)]
+
+    bodies = asyncio.run(burst())
+    orders = sandbox.orders()
+    assert len(orders) == 60 == len({o["order_no"] for o in orders})
+    by_number = {b["data"]["orderNo"]: f"1380013{i:04d}" for i, b in enumerate(bodies)}
+    assert {o["order_no"]: o["number"] for o in orders} == by_number
+    counters = [int(o["order_no"][-7:]) for o in orders]  # orderNo = timestamp + counter
+    assert counters == sorted(counters)  # billing order
+
+
 # --- admin endpoints, config, fixture, CLI ------------------------------------------------------
 
 
@@ -513,7 +680,8 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
         cli_main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for needle in ["--rate-limit-per-minute", "--window-s", "/_sandbox/ledger", "second-to-last", "reset"]:
+    needles = ["--rate-limit-per-minute", "--window-s", "/_sandbox/ledger", "second-to-last", "reset"]
+    for needle in [*needles, "--world", "third-to-last", "/_sandbox/orders"]:
         assert needle in text
 
 
@@ -592,6 +760,8 @@ BAD_CALLS: dict[str, tuple[Any, str]] = {
     "count": (lambda b: b.inject("html", count=0), "count must be a positive integer"),
     "rule key": (lambda b: b.inject("html", colour="red"), "bad fault rule: .*colour"),
     "truth": (lambda b: b.set_truth("12345", {}), "overrides need a valid 11-digit number"),
+    "world": (lambda b: b.configure(world=-1), r"out of range: world=-1"),
+    "world type": (lambda b: b.configure(world=1.5), "world: 1.5 is not a valid integer"),
 }
 
 
@@ -707,6 +877,7 @@ def test_cli_args_reproduce_the_config() -> None:
         number_field="phone",
         endpoint="/v2/check",
         value_types="mixed",
+        world=3,
     )
     args = build_parser().parse_args(cli_args(config))
     assert SandboxConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config)}) == config

@@ -85,6 +85,7 @@ class Roles:
             "status_table": f"{self.own}.customer_status",
             "results_table": f"{self.own}.phone_status_results",
             "run_log_table": f"{self.own}.phone_status_runs",
+            "lookups_table": f"{self.own}.phone_status_lookups",
             **kw,
         }
 
@@ -174,12 +175,34 @@ def test_a_shared_store_it_may_only_read_names_the_grant(roles: Roles, vendor: S
     roles.sql(  # another team's store: the role reads it, cannot write it
         f"CREATE TABLE {store} (national varchar(11) PRIMARY KEY, status varchar(32) NOT NULL, "
         "vendor_code varchar(16), carrier varchar(32), carrier_raw varchar(64), ported boolean, "
-        "order_no varchar(64), message varchar(255), checked_at timestamp NOT NULL)",
+        "order_no varchar(64), message varchar(255), checked_at timestamp NOT NULL, "
+        "previous_status varchar(32), previous_checked_at timestamp, status_changed_at timestamp, "
+        "recycled_suspect boolean)",
         f"GRANT SELECT ON {store} TO {roles.role}",
     )
     with pytest.raises(PhoneStatusConfigError) as info:
         execute(**roles.kwargs(source, results_table=store))
     assert f"GRANT SELECT, UPDATE, INSERT ON {store} TO {roles.role}" in str(info.value)
+    assert vendor.ledger()["requests"] == 0
+
+
+def test_a_shared_store_of_an_older_version_names_the_columns_to_add(
+    roles: Roles, vendor: SandboxServer
+) -> None:
+    source = roles.customers(["13800138001"])
+    schema = roles.own_schema()
+    store = f"{schema}.older_results"
+    roles.sql(  # the store as versions before the status history made it, owned by someone else
+        f"CREATE TABLE {store} (national varchar(11) PRIMARY KEY, status varchar(32) NOT NULL, "
+        "vendor_code varchar(16), carrier varchar(32), carrier_raw varchar(64), ported boolean, "
+        "order_no varchar(64), message varchar(255), checked_at timestamp NOT NULL)",
+        f"GRANT SELECT, INSERT, UPDATE ON {store} TO {roles.role}",
+    )
+    with pytest.raises(PhoneStatusConfigError) as info:
+        execute(**roles.kwargs(source, results_table=store))
+    message = str(info.value)
+    assert "could not add column 'previous_status'" in message
+    assert f"ALTER TABLE {store} ADD COLUMN previous_status VARCHAR(32)" in message
     assert vendor.ledger()["requests"] == 0
 
 
@@ -206,6 +229,9 @@ _STATUS_DDL = (
     "phone_checked_at timestamp",
     "phone_order_no varchar(64)",
     "phone_checked_value varchar(64)",
+    "phone_previous_status varchar(32)",
+    "phone_status_changed_at timestamp",
+    "phone_recycled_suspect boolean",
 )
 
 

@@ -533,7 +533,7 @@ def test_store_fresh_save_and_expiry(warehouse: Warehouse, conn: sa.Connection) 
         ("13800138006", PhoneStatusResult.failed("timeout")),
         ("13800138007", answer(carrier=Carrier.UNKNOWN, carrier_raw="虚拟")),
     ]
-    assert store.save(conn, items) == 4
+    assert len(store.save(conn, items)) == 4
     conn.commit()
     wanted = [f"1380013800{i}" for i in range(1, 9)]
     fresh = store.fresh(
@@ -553,14 +553,14 @@ def test_store_fresh_save_and_expiry(warehouse: Warehouse, conn: sa.Connection) 
 def test_store_upsert_and_chunks(warehouse: Warehouse, conn: sa.Connection) -> None:
     store = ResultStore.ensure(conn, warehouse.table_name("results"))
     many = [(f"1380000{i:04d}", answer(order_no=f"A{i}")) for i in range(2500)]
-    assert store.save(conn, many) == 2500
+    assert len(store.save(conn, many)) == 2500
     conn.commit()
     updates = [
         ("13800000007", answer(PhoneStatus.SUSPENDED, order_no="B")),
         ("13800000007", answer(order_no="C")),
     ]
     updates.append(("13800000008", answer(PhoneStatus.POWERED_OFF, order_no="D")))
-    assert store.save(conn, updates) == 2  # last one wins within a batch
+    assert len(store.save(conn, updates)) == 2  # last one wins within a batch
     conn.commit()
     fresh = store.fresh(conn, [n for n, _ in many] + ["13999999999"], POLICY, NOW)
     assert len(fresh) == 2500

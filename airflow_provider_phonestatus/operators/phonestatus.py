@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_phonestatus.exceptions import BatchStopped, PhoneStatusConfigError
+from airflow_provider_phonestatus.feed import event_extra
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
 from airflow_provider_phonestatus.lineage import table_lineage
 from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
@@ -25,6 +26,7 @@ from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.warehouse.access import check_access, portable_path
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
+from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
 from airflow_provider_phonestatus.warehouse.runlog import RunLog
 from airflow_provider_phonestatus.warehouse.store import ResultStore
 from airflow_provider_phonestatus.warehouse.table import split_name
@@ -64,6 +66,7 @@ class PhoneStatusCheckOperator(BaseOperator):
     :param create_columns: add missing status columns (portable types); False fails with the DDL.
     :param results_table: the shared results store (free answers across tables and runs).
     :param run_log_table: one row per run with its counts.
+    :param lookups_table: the lookup ledger: one row per paid lookup, for the bill and the history.
     :param batch_size: paid answers per committed batch (free answers are committed in larger ones).
     :param flush_interval: seconds between commits while answers trickle in (a kill loses at most these).
     :param progress_interval: seconds between progress lines in the task log.
@@ -89,6 +92,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         "revalidate_after",
         "results_table",
         "run_log_table",
+        "lookups_table",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"row_filter": "json", "revalidate_after": "json"}
     ui_color = "#e8f4ea"
@@ -113,6 +117,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         create_columns: bool = True,
         results_table: str = "phone_status_results",
         run_log_table: str = "phone_status_runs",
+        lookups_table: str = "phone_status_lookups",
         batch_size: int = 500,
         flush_interval: float = 1.0,
         progress_interval: float = 30.0,
@@ -140,6 +145,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         self.ignore_revalidation_ages = ignore_revalidation_ages
         self.results_table = results_table
         self.run_log_table = run_log_table
+        self.lookups_table = lookups_table
         # Not templated: checked when the DAG file is parsed, so a typo fails there, not mid-run.
         self.columns = StatusColumns.with_names(dict(column_names or {}))
         self.create_columns = _flag("create_columns", create_columns)
@@ -175,19 +181,25 @@ class PhoneStatusCheckOperator(BaseOperator):
                 options = self._options(dry_run, portable)
                 store = self._store(conn, dry_run, portable)
                 runlog = None if dry_run else RunLog.ensure(conn, self.run_log_table)
-                owned = [t.table for t in (store, runlog) if t is not None]
+                ledger = None if dry_run else LookupLedger.ensure(conn, self.lookups_table, portable=portable)
+                owned = [t.table for t in (store, runlog, ledger) if t is not None]
                 check_access(
                     conn, target, owned, writes=not dry_run, deletes=portable, prune=self.prune_status_table
                 )
-                run_uid = None if runlog is None else self._start_log(conn, runlog, context)
+                run = None if runlog is None else self._start_log(conn, runlog, context)
+                run_uid = None if run is None else run.run_uid
                 conn.commit()
-                self._refresh = TableRefresh(conn, target, store, hook, policy, options, summary)
+                self._refresh = TableRefresh(
+                    conn, target, store, hook, policy, options, summary, ledger=ledger, run=run
+                )
                 try:
                     self._refresh.run()
                     if self.prune_status_table and not dry_run:
                         summary.pruned_rows = target.prune(conn)
                         conn.commit()
                     summary.state = "dry_run" if dry_run else "success"
+                    if run is not None:
+                        self._feed_outlets(context, run, summary)
                 except BaseException as exc:
                     summary.state = "failed"
                     summary.error = _cause(exc)
@@ -244,18 +256,37 @@ class PhoneStatusCheckOperator(BaseOperator):
                 return None
         return ResultStore.ensure(conn, self.results_table, portable=portable)
 
-    def _start_log(self, conn: sa.Connection, runlog: RunLog, context: Context) -> str:
+    def _start_log(self, conn: sa.Connection, runlog: RunLog, context: Context) -> RunIdentity:
+        """Record the run as running; its identity goes on every ledger row it writes."""
         ti = context["ti"]
-        return runlog.start(
-            conn,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-            try_number=ti.try_number or 0,
-            table_name=self.table,
-            started_at=dt.datetime.now(dt.UTC),
+        identity: dict[str, Any] = {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "map_index": ti.map_index if ti.map_index is not None else -1,
+            "try_number": ti.try_number or 0,
+            "table_name": self.table,
+        }
+        started_at = dt.datetime.now(dt.UTC)
+        run_uid = runlog.start(conn, started_at=started_at, **identity)
+        return RunIdentity(run_uid=run_uid, started_at=started_at, **identity)
+
+    def _feed_outlets(self, context: Context, run: RunIdentity, summary: RunSummary) -> None:
+        """Attach the run's change counts and times to the events of its outlet assets."""
+        outlets = [a for a in self.outlets if isinstance(a, Asset)]
+        if not outlets:
+            return
+        extra = event_extra(
+            {
+                **summary.as_xcom(),
+                "table_name": self.table,
+                "run_uid": run.run_uid,
+                "started_at": run.started_at,
+                "ended_at": dt.datetime.now(dt.UTC),
+            }
         )
+        for asset in outlets:
+            context["outlet_events"][asset].extra.update(extra)
 
     def _finish_log(self, conn: sa.Connection, runlog: RunLog, run_uid: str, summary: RunSummary) -> None:
         try:

@@ -28,13 +28,18 @@ truth (predictable answers, see airflow_provider_phonestatus.sandbox.truth):
     6->"3" 在网但不可用, 7->"4" 预销号, 8->"5" 关机
   channel by the 3-digit prefix (real allocation); second-to-last digit 9 = ported
     (transferStatus "1", channel = next of 移动->联通->电信->广电->移动)
+  --world W (default 0 = the above): in world W >= 1 a number whose third-to-last
+    digit is < W (W=1: 10% of numbers, W>=10: all) gets the result and resultMsg of
+    the next last digit, (last+1)%10: 0->"1" (recycled), 4->"2", 5->"3", 6->"4",
+    7->"5", 8->"1", 9->"0", 1-3 stay "1"; channel and transferStatus unchanged
 
 admin endpoints (JSON, no key needed):
   GET  /_sandbox/health           liveness (status, endpoint, pid)
   GET  /_sandbox/ledger           requests, throttled, faults, rejected, billed, by_number, ...
-  POST /_sandbox/reset            clear ledger, faults, rate window, overrides (config kept)
+  GET  /_sandbox/orders           billed answers in order: [{"number": ..., "order_no": ...}]
+  POST /_sandbox/reset            clear ledger, orders, faults, rate window, overrides (config kept)
   GET  /_sandbox/config           current config
-  POST /_sandbox/config           {"rate_limit_per_minute": 600, "window_s": 1.0, ...}
+  POST /_sandbox/config           {"rate_limit_per_minute": 600, "window_s": 1.0, "world": 1, ...}
   GET  /_sandbox/faults           pending fault rules
   POST /_sandbox/faults           {"kind": "http_503", "count": 2, "number": null} or a list
   POST /_sandbox/truth            {"number": "13800138001", "data": {...}} (data null removes)

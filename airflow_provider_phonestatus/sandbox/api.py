@@ -69,8 +69,14 @@ class Sandbox(Protocol):
         """Snapshot of the ledger (see ``Ledger.snapshot``) plus ``balance`` and ``faults_pending``."""
         ...
 
+    def orders(self) -> list[dict[str, Any]]:
+        """Every billed answer, in billing order: ``{"number": ..., "order_no": ...}``, the
+        ``order_no`` being the answer's ``data.orderNo`` (None if it had none). Not in ``ledger()``."""
+        ...
+
     def reset(self) -> None:
-        """Clear ledger, faults, rate-limit window and overrides; refill the balance; keep config."""
+        """Clear ledger (and orders), faults, rate-limit window and overrides; refill the balance;
+        keep config."""
         ...
 
 

@@ -46,6 +46,9 @@ class SandboxConfig:
         "string", "str", "result/transferStatus as strings, JSON numbers, or mixed by parity", VALUE_TYPES
     )
     timeout_hold_s: float = _opt(30.0, "float", "how long a 'timeout' fault holds the request")
+    world: int = _opt(
+        0, "int", "0: the documented truth; w >= 1: numbers whose third-to-last digit is < w change"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -70,6 +73,7 @@ class SandboxConfig:
             "latency_ms": self.latency_ms < 0,
             "latency_jitter_ms": self.latency_jitter_ms < 0,
             "timeout_hold_s": self.timeout_hold_s < 0,
+            "world": self.world < 0,
             "number_field": not self.number_field,
             "endpoint": not self.endpoint.startswith("/") or self.endpoint.startswith("/_sandbox"),
         }
@@ -107,9 +111,10 @@ def _is_float(value: object) -> bool:
 _KIND_CHECKS: dict[str, Callable[[object], bool]] = {
     "str": lambda v: isinstance(v, str),
     "float": _is_float,
+    "int": _is_int,
     "int?": lambda v: v is None or _is_int(v),
 }
-_KIND_NAMES = {"str": "string", "float": "number", "int?": "integer or null"}
+_KIND_NAMES = {"str": "string", "float": "number", "int": "integer", "int?": "integer or null"}
 
 
 def int_or_none(text: str) -> int | None:
@@ -118,7 +123,7 @@ def int_or_none(text: str) -> int | None:
 
 
 #: How the CLI parses each value kind (named functions, so argparse errors read well).
-CLI_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int?": int_or_none}
+CLI_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int": int, "int?": int_or_none}
 
 
 def cli_flag(name: str) -> str:

@@ -1,8 +1,9 @@
 """The ledger: what reached the sandbox, what it refused, and what it billed.
 
 Tests prove a client's behaviour with it (nothing sent twice, nothing billed for a bad number, never
-more than the plan rate in a window). It also owns the window of admitted arrivals, because the
-rate limiter and ``peak_in_window`` are two readings of that same window.
+more than the plan rate in a window, which ``orderNo`` each billed answer carried). It also owns
+the window of admitted arrivals, because the rate limiter and ``peak_in_window`` are two readings
+of that same window.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ def retry_after_header(wait_s: float) -> str:
 
 
 class Ledger:
-    """Thread-safe counters of the endpoint's traffic; ``snapshot()`` is a plain dict."""
+    """Thread-safe counters of the endpoint's traffic; ``snapshot()`` is a plain dict.
+
+    It also keeps the order numbers of the billed answers, in billing order (``orders()``), apart
+    from the snapshot: a million billed lookups make a long list, and the snapshot is polled.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -56,6 +61,7 @@ class Ledger:
             self.window = SlidingWindow()
             self._counts = dict.fromkeys(("requests", "throttled", "faults", "rejected", "billed"), 0)
             self._by_number: dict[str, dict[str, int]] = {}
+            self._orders: list[tuple[str | None, str | None]] = []  # (number, order_no), compact
             self._max_concurrency = self._in_flight
 
     def enter(self, number: str | None) -> None:
@@ -80,18 +86,27 @@ class Ledger:
                 self._counts["throttled"] += 1
             return wait
 
-    def count(self, outcome: str, number: str | None = None) -> None:
-        """Count a "faults", "rejected" or "billed" outcome (billed also per number)."""
+    def count(self, outcome: str, number: str | None = None, order_no: str | None = None) -> None:
+        """Count a "faults", "rejected" or "billed" outcome; billed also per number, and its
+        ``order_no`` (the answer's ``data.orderNo``, None if it had none) in ``orders()``."""
         with self._lock:
             self._counts[outcome] += 1
-            if outcome == "billed" and number is not None:
-                self._entry(number)["billed"] += 1
+            if outcome == "billed":
+                self._orders.append((number, order_no))
+                if number is not None:
+                    self._entry(number)["billed"] += 1
 
     def _entry(self, number: str) -> dict[str, int]:
         entry = self._by_number.get(number)
         if entry is None:
             entry = self._by_number[number] = {"requests": 0, "billed": 0}
         return entry
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every billed answer in billing order: ``{"number": ..., "order_no": ...}`` (a copy)."""
+        with self._lock:
+            orders = list(self._orders)
+        return [{"number": number, "order_no": order_no} for number, order_no in orders]
 
     def snapshot(self) -> dict[str, Any]:
         """Counters, ``by_number``, ``peak_in_window``, ``max_concurrency`` and ``in_flight``."""

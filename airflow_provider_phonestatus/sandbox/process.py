@@ -185,8 +185,14 @@ class SandboxProcess(SandboxBase):
         snapshot: dict[str, Any] = self._call("GET", "/ledger")
         return snapshot
 
+    def orders(self) -> list[dict[str, Any]]:
+        """Every billed answer, in billing order: ``{"number": ..., "order_no": ...}``."""
+        orders: list[dict[str, Any]] = self._call("GET", "/orders")
+        return orders
+
     def reset(self) -> None:
-        """Clear ledger, faults, rate-limit window and overrides; refill the balance; keep config."""
+        """Clear ledger (and orders), faults, rate-limit window and overrides; refill the balance;
+        keep config."""
         self._call("POST", "/reset")
 
     def _call(self, method: str, path: str, payload: object = None) -> Any:

@@ -100,11 +100,13 @@ class SandboxState:
             if self._balance is not None and self._balance <= 0:
                 self.ledger.count("rejected")
                 return faults.no_balance()
-            reply = self.truth.answer(number, cfg.value_types)
+            reply = self.truth.answer(number, cfg.value_types, cfg.world)
             if reply.get("code") != 200:
                 self.ledger.count("rejected")
             else:
-                self.ledger.count("billed", number)
+                data = reply.get("data")
+                order_no = data.get("orderNo") if isinstance(data, dict) else None
+                self.ledger.count("billed", number, order_no)
                 if self._balance is not None:
                     self._balance -= 1
         return answer(200, reply)
@@ -156,6 +158,7 @@ def _admin(action: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
 ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/health", lambda s, _: {"status": "ok", "endpoint": s.config.endpoint, "pid": os.getpid()}),
     ("GET", "/ledger", lambda s, _: s.snapshot()),
+    ("GET", "/orders", lambda s, _: s.ledger.orders()),
     ("POST", "/reset", lambda s, _: s.reset()),
     ("GET", "/config", lambda s, _: s.config.as_dict()),
     ("POST", "/config", lambda s, p: s.configure(p).as_dict()),
@@ -294,6 +297,10 @@ class SandboxServer(SandboxBase):
         """Snapshot of the ledger (see ``Ledger.snapshot``) plus ``balance`` and ``faults_pending``."""
         return self.state.snapshot()
 
+    def orders(self) -> list[dict[str, Any]]:
+        """Every billed answer, in billing order: ``{"number": ..., "order_no": ...}``."""
+        return self.state.ledger.orders()
+
     def reset(self) -> None:
-        """Clear ledger, faults, rate-limit window and overrides; keep config."""
+        """Clear ledger (and orders), faults, rate-limit window and overrides; keep config."""
         self.state.reset()

@@ -30,9 +30,34 @@ the carrier now serving it, the next in the cycle 移动 -> 联通 -> 电信 -> 
 ``transferStatus`` is "0". Examples: 13800138000 -> result "0", 移动, not ported;
 13800138001 -> "1" 正常 移动; 13800138095 -> "2" 停机, ported to 联通.
 
+Worlds: the config field ``world`` (a non-negative integer, default 0) changes the world, so a
+refresh finds numbers whose status moved since the last one. World 0 is the truth above. In world
+``w >= 1`` a number whose THIRD-to-last digit ``d`` satisfies ``d < w`` (world 1: 10% of numbers,
+world 3: 30%, world 10 or more: all) answers the ``result`` and ``resultMsg`` of the NEXT last
+digit, ``(last + 1) % 10`` (those ending in 1, 2 or 3 stay "1"); ``channel`` and
+``transferStatus`` do not change:
+
+==========  =======  =======  ==================================================
+last digit  world 0  changed  as the provider's status
+==========  =======  =======  ==================================================
+0           "0"      "1"      not_in_service -> active (a recycled number)
+1 2 3       "1"      "1"      active, unchanged
+4           "1"      "2"      active -> suspended
+5           "2"      "3"      suspended -> unavailable
+6           "3"      "4"      unavailable -> pending_cancellation
+7           "4"      "5"      pending_cancellation -> powered_off
+8           "5"      "1"      powered_off -> active
+9           "1"      "0"      active -> not_in_service
+==========  =======  =======  ==================================================
+
+Examples: 13800138000 (third-to-last digit 0) is "1" 正常 from world 1 on; 13800138109 is "1" in
+worlds 0 and 1 and "0" 销号或未启用 from world 2 on.
+
 ``orderNo`` is unique per billed answer (timestamp + counter). ``value_types`` "number" sends
 ``result`` and ``transferStatus`` as JSON integers; "mixed" does so for numbers whose last digit
-is odd. Overrides set with ``set_truth`` are served verbatim.
+is odd (the number's own last digit, in every world). Overrides set with ``set_truth`` are served
+verbatim, in every world. The ledger records each billed answer's ``orderNo``
+(``GET /_sandbox/orders``).
 """
 
 from __future__ import annotations
@@ -108,11 +133,23 @@ def parse_request(raw: bytes, field: str) -> tuple[object, str | None]:
     return body, value if isinstance(value, str) else json.dumps(value)
 
 
-def expected(number: str) -> dict[str, str]:
-    """The truth for a valid ``number`` without ``orderNo``: result, resultMsg, channel, transferStatus."""
+def changes_in_world(number: str, world: int) -> bool:
+    """Whether ``world`` gives ``number`` the result of the next last digit: its third-to-last digit
+    is below ``world`` (for last digits 1, 2 and 3 the result stays "1")."""
+    if world < 0:
+        raise ValueError(f"world must be a non-negative integer, not {world!r}")
+    return int(number[-3]) < world
+
+
+def expected(number: str, *, world: int = 0) -> dict[str, str]:
+    """The truth for a valid ``number`` in ``world`` without ``orderNo``: result, resultMsg, channel,
+    transferStatus."""
     if not is_valid_number(number):
         raise ValueError("not an 11-digit mainland mobile number")
-    result = RESULT_BY_LAST_DIGIT[number[-1]]
+    last = number[-1]
+    if changes_in_world(number, world):
+        last = str((int(last) + 1) % 10)
+    result = RESULT_BY_LAST_DIGIT[last]
     channel = CARRIER_BY_PREFIX.get(number[:3], "移动")
     ported = number[-2] == "9"
     if ported:
@@ -149,13 +186,13 @@ class TruthBook:
         with self._lock:
             self._overrides.clear()
 
-    def answer(self, number: str, value_types: str) -> dict[str, Any]:
-        """The envelope for a valid number; billed by the caller when its code is 200."""
+    def answer(self, number: str, value_types: str, world: int = 0) -> dict[str, Any]:
+        """The envelope for a valid number in ``world``; billed by the caller when its code is 200."""
         with self._lock:
             override = self._overrides.get(number)
         if override is not None:
             return dict(override) if "code" in override else envelope(200, MSG_SUCCESS, dict(override))
-        truth: dict[str, Any] = expected(number)
+        truth: dict[str, Any] = expected(number, world=world)
         if value_types == "number" or (value_types == "mixed" and int(number[-1]) % 2 == 1):
             truth["result"] = int(truth["result"])
             truth["transferStatus"] = int(truth["transferStatus"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from airflow_provider_phonestatus.history import VENDOR_STATUSES, recycled_suspect
 from airflow_provider_phonestatus.revalidation import to_naive_utc
 from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.binding import passes_through
@@ -21,7 +22,18 @@ from airflow_provider_phonestatus.warehouse.store import STORED_COLUMNS, StoredV
 from airflow_provider_phonestatus.warehouse.table import text_lengths
 
 #: The status columns written, in the order of a record's values.
-ROLES = ("status", "code", "carrier", "ported", "checked_at", "order_no", "checked_value")
+ROLES = (
+    "status",
+    "code",
+    "carrier",
+    "ported",
+    "checked_at",
+    "order_no",
+    "previous_status",
+    "status_changed_at",
+    "recycled_suspect",
+    "checked_value",
+)
 TEXT = len(ROLES) - 1  #: position of the checked value in a record; the key follows it
 _MISSING: Any = object()
 #: A row handed to :meth:`RowWriter.write_groups`: (key, phone_text, anything else...).
@@ -34,7 +46,11 @@ _TEXTS: dict[Any, str] = {m: m.value for vocabulary in (PhoneStatus, Carrier) fo
 #: The results store's columns, for the types and lengths of the values read from it.
 _STORE = results_table()
 #: The longest text a vocabulary role can hold.
-_LONGEST = {"status": max(map(len, map(str, PhoneStatus))), "carrier": max(map(len, map(str, Carrier)))}
+_LONGEST = {
+    "status": max(map(len, map(str, PhoneStatus))),
+    "carrier": max(map(len, map(str, Carrier))),
+    "previous_status": max(map(len, map(str, PhoneStatus))),
+}
 
 
 class Records:
@@ -102,7 +118,8 @@ class Records:
         self, result: PhoneStatusResult, processors: Sequence[tuple[int, Any]]
     ) -> tuple[Any, ...] | None:
         """The record's values that come from ``result``: all but the phone text and the key.
-        None for a result that is no answer (a failure is never written)."""
+        None for a result that is no answer (a failure is never written). Its history is written
+        only with a vendor status: a label or a rejection is neither a previous status nor a change."""
         if not result.is_answer:
             return None
         checked_at = result.checked_at
@@ -111,13 +128,19 @@ class Records:
         elif checked_at.tzinfo is not None:
             checked_at = to_naive_utc(checked_at)
         carrier = result.carrier
+        status = _TEXTS[result.status]
+        vendor = status in VENDOR_STATUSES
+        previous = result.previous_status if vendor else None
         values = [
-            _TEXTS[result.status],
+            status,
             result.vendor_code,
             None if carrier is None else _TEXTS[carrier],
             result.ported,
             checked_at,
             result.order_no,
+            previous,
+            result.status_changed_at if vendor else None,
+            recycled_suspect(previous, status),
         ]
         return self._finish_part(values, self._part_lengths, processors)
 

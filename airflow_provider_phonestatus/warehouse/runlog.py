@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from airflow_provider_phonestatus.revalidation import to_naive_utc
 from airflow_provider_phonestatus.summary import COUNTERS, RunSummary
-from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
+from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable, added_later
 from airflow_provider_phonestatus.warehouse.table import new_table
 
 DEFAULT_NAME = "phone_status_runs"
@@ -40,9 +40,19 @@ def runs_table(name: str = DEFAULT_NAME) -> sa.Table:
         sa.Column("ended_at", TIMESTAMP),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("error", sa.String(_ERROR_LENGTH)),
-        *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in COUNTERS),
+        *(_counter(name) for name in COUNTERS),
         sa.Column("status_counts", sa.Text),
+        added_later(sa.Column("changes_by_transition", sa.Text)),
     )
+
+
+#: Counters a later version added: ``ensure`` adds them to an existing log, 0 on its rows.
+_ADDED_COUNTERS = ("pruned_rows", "status_changes", "recycled_suspects")
+
+
+def _counter(name: str) -> sa.Column[int]:
+    column = sa.Column(name, sa.Integer, nullable=False, default=0, server_default="0")
+    return added_later(column) if name in _ADDED_COUNTERS else column
 
 
 class RunLog(OwnedTable):
@@ -88,6 +98,7 @@ class RunLog(OwnedTable):
         counts: Mapping[str, int],
         status_counts: Mapping[str, int],
         error: str | None,
+        changes_by_transition: Mapping[str, int] | None = None,
     ) -> None:
         """Record the outcome; ``counts`` names only :data:`COUNTERS` (others are a bug)."""
         if state not in STATES or state == "running":
@@ -99,6 +110,7 @@ class RunLog(OwnedTable):
             "state": state,
             "ended_at": to_naive_utc(ended_at),
             "status_counts": json.dumps(dict(status_counts), sort_keys=True),
+            "changes_by_transition": json.dumps(dict(changes_by_transition or {}), sort_keys=True),
             "error": None if error is None else error[:_ERROR_LENGTH],
         }
         t = self.table
@@ -114,6 +126,7 @@ class RunLog(OwnedTable):
             counts=summary.run_log_counts(),
             status_counts=dict(summary.status_counts),
             error=summary.error,
+            changes_by_transition=dict(summary.changes_by_transition),
         )
 
     def previous(
@@ -187,10 +200,12 @@ class RunLog(OwnedTable):
 
 
 def _as_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    """All columns; timestamps as UTC-aware datetimes, ``status_counts`` parsed."""
+    """All columns; timestamps as UTC-aware datetimes, ``status_counts`` and
+    ``changes_by_transition`` parsed."""
     record = dict(row._mapping)
     for name in ("started_at", "ended_at"):
         if record[name] is not None:
             record[name] = record[name].replace(tzinfo=dt.UTC)
-    record["status_counts"] = json.loads(record["status_counts"]) if record["status_counts"] else {}
+    for name in ("status_counts", "changes_by_transition"):
+        record[name] = json.loads(record[name]) if record[name] else {}
     return record

@@ -8,6 +8,7 @@ how a table spelled the value, not on the number, so they are never shared.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -19,11 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
+from airflow_provider_phonestatus.history import follow, recycled_suspect
 from airflow_provider_phonestatus.numbers import mask_number
 from airflow_provider_phonestatus.revalidation import RevalidationPolicy, to_naive_utc
 from airflow_provider_phonestatus.vocabulary import Carrier, PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.due import oldest_fresh
-from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
+from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable, added_later
 from airflow_provider_phonestatus.warehouse.table import (
     bulk_insert,
     fetch_all,
@@ -51,6 +53,12 @@ def results_table(name: str = DEFAULT_NAME) -> sa.Table:
         sa.Column("order_no", sa.String(64)),
         sa.Column("message", sa.String(255)),
         sa.Column("checked_at", TIMESTAMP, nullable=False),
+        # The number's history as of this answer (``history.follow``); added to an older store
+        # by ``ensure``, its earlier rows NULL: nothing known before.
+        added_later(sa.Column("previous_status", sa.String(32))),
+        added_later(sa.Column("previous_checked_at", TIMESTAMP)),
+        added_later(sa.Column("status_changed_at", TIMESTAMP)),
+        added_later(sa.Column("recycled_suspect", sa.Boolean)),
         # SQLite: the rows live in the primary key's own B-tree, so a lookup is one descent, not
         # an index descent and then a rowid one.
         sqlite_with_rowid=False,
@@ -98,10 +106,17 @@ class ResultStore(OwnedTable):
         ``ported`` and ``checked_at`` come as the driver reads them (SQLite: 0/1 and the ISO text
         SQLAlchemy stores; no column here is converted, so ``fetch_all`` gives the driver's rows);
         ``RowWriter`` converts them only where the target column would bind them differently.
-        Unknown carriers read as ``unknown``, as :meth:`fresh` reads them.
+        Unknown carriers read as ``unknown``, as :meth:`fresh` reads them. A stored rejection
+        reads without history: it is neither a previous status nor a change.
         """
         t = self.table
         carrier = t.c.carrier
+        vendor = t.c.status != PhoneStatus.REJECTED.value
+
+        def history(column: sa.ColumnElement[Any], otherwise: Any = None) -> sa.ColumnElement[Any]:
+            value = sa.case((vendor, column), else_=otherwise)
+            return sa.type_coerce(value, sa.types.NullType()).label(column.key)
+
         columns = (
             t.c.national,
             t.c.status,
@@ -113,6 +128,9 @@ class ResultStore(OwnedTable):
             sa.type_coerce(t.c.ported, sa.types.NullType()).label("ported"),
             sa.type_coerce(t.c.checked_at, sa.types.NullType()).label("checked_at"),
             t.c.order_no,
+            history(t.c.previous_status),
+            history(t.c.status_changed_at),
+            history(sa.func.coalesce(t.c.recycled_suspect, sa.false()).label("recycled_suspect"), sa.false()),
         )
         rows = self._fresh_rows(conn, nationals, policy, now, columns)
         return {row[0]: row[1:] for row in rows}  # type: ignore[misc]  # the columns above
@@ -186,22 +204,56 @@ class ResultStore(OwnedTable):
         selected = sa.select(*columns).where(t.c.status.in_(list(_STORED)))
         return selected if fresh is None else selected.where(fresh)
 
-    def save(self, conn: sa.Connection, items: Sequence[tuple[str, PhoneStatusResult]]) -> int:
-        """Upsert the storable answers among ``items`` (last one wins); return how many."""
-        records: dict[str, tuple[Any, ...]] = {}
+    def save(
+        self, conn: sa.Connection, items: Sequence[tuple[str, PhoneStatusResult]]
+    ) -> list[tuple[str, PhoneStatusResult]]:
+        """Upsert the storable answers among ``items`` (last one wins per number), each with the
+        number's history moved on from what the store held (:func:`history.follow`); return them
+        as stored, history included, in the order of ``items``."""
+        answers: dict[str, PhoneStatusResult] = {}
         for national, result in items:
             if not result.is_answer or result.status.is_local:
                 continue
             if not (isinstance(national, str) and _NATIONAL.fullmatch(national)):
                 raise PhoneStatusConfigError(f"not an 11-digit national number: {mask_number(national)}")
-            records[national] = self._record(national, result)
+            answers[national] = result
+        if not answers:
+            return []
+        old = self._histories(conn, list(answers))
+        for national, result in answers.items():
+            checked_at = to_naive_utc(result.checked_at)
+            moved = follow(old.get(national), result.status.value, checked_at)
+            answers[national] = dataclasses.replace(
+                result,
+                previous_status=moved.previous_status,
+                previous_checked_at=moved.previous_checked_at,
+                status_changed_at=moved.status_changed_at,
+            )
+        records = [self._record(national, result) for national, result in answers.items()]
         if self.portable:
-            self._replace(conn, list(records.values()))
-            return len(records)
-        upsert = self._upsert(conn.dialect.name)
-        for chunk in _chunks(records.values()):
-            conn.execute(*bulk_insert(conn, upsert, self._names, chunk))
-        return len(records)
+            self._replace(conn, records)
+        else:
+            upsert = self._upsert(conn.dialect.name)
+            for chunk in _chunks(records):
+                conn.execute(*bulk_insert(conn, upsert, self._names, chunk))
+        return list(answers.items())
+
+    def _histories(self, conn: sa.Connection, nationals: list[str]) -> dict[str, _Old]:
+        """What the store holds of each of ``nationals`` that ``history.follow`` moves on from."""
+        t = self.table
+        query = sa.select(
+            t.c.national,
+            t.c.status,
+            t.c.checked_at,
+            t.c.previous_status,
+            t.c.previous_checked_at,
+            t.c.status_changed_at,
+        ).where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
+        found: dict[str, _Old] = {}
+        for chunk in _chunks(sorted(nationals)):
+            for national, *old in conn.execute(query, {"nationals": chunk}):
+                found[national] = tuple(old)
+        return found
 
     def _replace(self, conn: sa.Connection, records: list[tuple[Any, ...]]) -> None:
         """The portable upsert: DELETE by number, then INSERT, each an executemany."""
@@ -222,6 +274,10 @@ class ResultStore(OwnedTable):
         record = result.as_record()
         record["national"] = national
         record["checked_at"] = to_naive_utc(result.checked_at)
+        record["previous_status"] = result.previous_status
+        record["previous_checked_at"] = result.previous_checked_at
+        record["status_changed_at"] = result.status_changed_at
+        record["recycled_suspect"] = recycled_suspect(result.previous_status, result.status.value)
         for name, length in self._lengths.items():
             if isinstance(text := record[name], str) and len(text) > length:
                 record[name] = text[:length]
@@ -265,10 +321,24 @@ _READ = (
 
 
 #: A stored answer as a row receives it (:meth:`ResultStore.fresh_values`): (status, vendor_code,
-#: carrier, ported, checked_at, order_no), ported and checked_at as the database driver reads them.
-StoredValues = tuple[str, str | None, str | None, Any, Any, str | None]
+#: carrier, ported, checked_at, order_no, previous_status, status_changed_at, recycled_suspect),
+#: the booleans and times as the database driver reads them.
+StoredValues = tuple[str, str | None, str | None, Any, Any, str | None, str | None, Any, Any]
 #: The store's column of each value of :data:`StoredValues`, in order.
-STORED_COLUMNS = ("status", "vendor_code", "carrier", "ported", "checked_at", "order_no")
+STORED_COLUMNS = (
+    "status",
+    "vendor_code",
+    "carrier",
+    "ported",
+    "checked_at",
+    "order_no",
+    "previous_status",
+    "status_changed_at",
+    "recycled_suspect",
+)
+#: What the store held of a number before a new answer: (status, checked_at, previous_status,
+#: previous_checked_at, status_changed_at), as ``history.follow`` takes it.
+_Old = tuple[str | None, dt.datetime | None, str | None, dt.datetime | None, dt.datetime | None]
 
 
 def _result(

@@ -234,9 +234,11 @@ class _AddColumn(ExecutableDDLElement):
 def _compile_add_column(element: _AddColumn, compiler: DDLCompiler, **kw: Any) -> str:
     preparer = compiler.preparer
     type_ = compiler.dialect.type_compiler_instance.process(element.column.type)
+    default = compiler.get_column_default_string(element.column)
     return (
         f"ALTER TABLE {preparer.format_table(element.table)} "
         f"ADD COLUMN {preparer.quote(element.column.name)} {type_}"
+        + ("" if default is None else f" DEFAULT {default}")
     )
 
 
@@ -257,7 +259,8 @@ def add_columns(conn: sa.Connection, table: sa.Table, missing: Iterable[sa.Colum
             conn.rollback()
             if column.name not in reflect(conn, table.fullname).c:
                 raise PhoneStatusConfigError(
-                    f"could not add column {column.name!r} to {table.fullname!r}: {exc.orig}"
+                    f"could not add column {column.name!r} to {table.fullname!r}: {exc.orig}; its "
+                    f"owner can add it with: {add_column_ddl(table, [column], conn.dialect)}"
                 ) from exc
 
 

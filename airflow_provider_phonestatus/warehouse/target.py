@@ -36,6 +36,7 @@ from airflow_provider_phonestatus.warehouse.table import (
 #: Shortest text column that can hold every value of a role's vocabulary.
 _MIN_LENGTHS = {
     "status": max(len(s.value) for s in PhoneStatus),
+    "previous_status": max(len(s.value) for s in PhoneStatus),
     "carrier": max(len(c.value) for c in Carrier),
 }
 

@@ -34,6 +34,7 @@ from airflow_provider_phonestatus.warehouse.table import (
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 
 _STAGED_DIALECTS = ("postgresql", "mysql", "duckdb")
+_FLAGS = ("ported", "recycled_suspect")  #: roles that hold a boolean
 #: Key types whose values order alike in Python and in SQL.
 _ORDERED_ALIKE = (sa.Integer, sa.Numeric, sa.Date, sa.DateTime)
 
@@ -77,9 +78,13 @@ class RowWriter:
         #: value names of a record: the roles, then k0, k1, ... for the key
         self._fields = [*self._names, *(f"k{i}" for i in range(len(target.key_columns)))]
         self._records = Records(self._table, list(self._names.values()), target.key_columns)
-        #: a ported flag kept in an integer column (check_type accepts one) is written as 0/1: no
-        #: driver has to guess how a bool goes into it (psycopg's COPY would send "t")
-        self._ported_as_int = not isinstance(self._table.c[self._names["ported"]].type, sa.Boolean)
+        #: a flag kept in an integer column (check_type accepts one) is written as 0/1: no driver
+        #: has to guess how a bool goes into it (psycopg's COPY would send "t")
+        self._flags_as_int = [
+            (ROLES.index(role), int_or_none)
+            for role in _FLAGS
+            if not isinstance(self._table.c[self._names[role]].type, sa.Boolean)
+        ]
         self._stage: sa.Table | None = None
         self._copy_types: list[int] | None = None  #: the stage's column types, for a binary COPY
         self._stage_conn: sa.Connection | None = None
@@ -105,8 +110,8 @@ class RowWriter:
         plan = self._sqlite_plan(dialect) if dialect.name == "sqlite" and not portable else None
         copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and not portable
         processors = plan.processors if plan is not None else self._processors(dialect) if copy else []
-        if self._ported_as_int:
-            processors = [*processors, (ROLES.index("ported"), int_or_none)]
+        if self._flags_as_int:
+            processors = [*processors, *self._flags_as_int]
         batch = self._records.make(groups, processors, dialect)
         if not batch:
             return 0
