@@ -24,6 +24,7 @@ MODULES = (
     "bench.hook_pacing",
     "bench.parsing",
     "bench.operator_waste",
+    "bench.operator_ledger",
     "bench.operator_warehouse",
     "bench.operator_status_table",
     "bench.operator_rss",

@@ -320,19 +320,23 @@ def run_refresh(
     options: RefreshOptions | None = None,
     *,
     status_table: str | None = None,
+    ledger: bool = True,
 ) -> Refresh:
     """One refresh of ``table`` as ``PhoneStatusCheckOperator.execute`` runs it (module docstring),
     with the operator's default options unless ``options`` are given (their ``portable`` is the
-    operator's ``portable_sql``); ``status_table``: the statuses go there (created when missing)."""
+    operator's ``portable_sql``); ``status_table``: the statuses go there (created when missing);
+    ``ledger=False``: no lookup ledger (``{store_name}_lookups``), which the operator always keeps."""
     from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
     from airflow_provider_phonestatus.revalidation import RevalidationPolicy
     from airflow_provider_phonestatus.summary import RunSummary
     from airflow_provider_phonestatus.warehouse.access import check_access, portable_path
+    from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
     from airflow_provider_phonestatus.warehouse.runlog import RunLog
     from airflow_provider_phonestatus.warehouse.store import ResultStore
     from airflow_provider_phonestatus.warehouse.target import TargetTable
 
-    for name in (store_name, runlog_name, status_table):
+    ledger_name = f"{store_name}_lookups" if ledger else None
+    for name in (store_name, runlog_name, status_table, ledger_name):
         if name is not None and name not in db.tables:
             db.tables.append(name)
     options = options or RefreshOptions()  # the operator's defaults: batch 500, flush 1 s
@@ -353,20 +357,32 @@ def run_refresh(
         options = dataclasses.replace(options, portable=portable)
         store = ResultStore.ensure(conn, store_name, portable=portable)
         runlog = RunLog.ensure(conn, runlog_name)
-        check_access(conn, target, [store.table, runlog.table], writes=True, deletes=portable)
-        run_uid = runlog.start(
-            conn,
-            dag_id="bench",
-            task_id="refresh",
-            run_id="bench",
-            map_index=-1,
-            try_number=1,
-            table_name=table,
-            started_at=dt.datetime.now(dt.UTC),
+        lookups = None if ledger_name is None else LookupLedger.ensure(conn, ledger_name, portable=portable)
+        appended = [] if lookups is None else [lookups.table]
+        check_access(
+            conn, target, [store.table, runlog.table], writes=True, deletes=portable, appended=appended
         )
+        identity: dict[str, Any] = {
+            "dag_id": "bench",
+            "task_id": "refresh",
+            "run_id": "bench",
+            "map_index": -1,
+            "try_number": 1,
+            "table_name": table,
+        }
+        run_uid = runlog.start(conn, started_at=dt.datetime.now(dt.UTC), **identity)
         conn.commit()
+        run = None if lookups is None else RunIdentity(run_uid=run_uid, **identity)
         refresh = TableRefresh(
-            conn, target, store, hook, RevalidationPolicy.from_user(None), options, summary
+            conn,
+            target,
+            store,
+            hook,
+            RevalidationPolicy.from_user(None),
+            options,
+            summary,
+            ledger=lookups,
+            run=run,
         )
         refresh.run()
         summary.state = "success"

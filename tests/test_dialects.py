@@ -18,6 +18,7 @@ from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.warehouse.access import portable_path
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
 from airflow_provider_phonestatus.warehouse.due import due_select
+from airflow_provider_phonestatus.warehouse.lookups import GROUPINGS, lookups_table, reconciliation
 from airflow_provider_phonestatus.warehouse.runlog import runs_table
 from airflow_provider_phonestatus.warehouse.store import ResultStore, results_table
 from airflow_provider_phonestatus.warehouse.target import TargetTable, status_table_definition
@@ -54,6 +55,13 @@ def statements(dialect: sa.Dialect) -> dict[str, Any]:
         "store lookup": lookup,
         "store delete": store_delete,
         "store insert": store_insert,
+        "store history": ResultStore(results_table("ps.results")).history_statement(),
+        "create ledger": sa.schema.CreateTable(lookups_table("ps.lookups")),
+        "ledger insert": sa.insert(lookups_table("ps.lookups")),
+        **{
+            f"reconcile by {by}": reconciliation(lookups_table("ps.lookups"), by, start=NOW)
+            for by in GROUPINGS
+        },
         "prune": target.prune_statement(),
     }
 

@@ -6,9 +6,14 @@ is computed here from the sandbox's documented truth table, never from the code 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +284,44 @@ def test_tables_of_an_older_version_gain_the_new_columns_and_keep_their_rows(
         (cancelled, "active", LONG_AGO),
         (live, "active", LONG_AGO),
     }
+
+
+def ledger_cli(*args: str) -> list[dict[str, str]]:
+    """``phonestatus-ledger`` as a finance user runs it; its CSV rows."""
+    command = [str(Path(sys.executable).parent / "phonestatus-ledger"), *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return list(csv.DictReader(io.StringIO(done.stdout)))
+
+
+def test_the_ledger_reconciles_with_the_bill_per_day_run_and_dag(
+    warehouse: Warehouse, vendor: SandboxServer
+) -> None:
+    layout = Layout(warehouse, beside=False)
+    first, second = customers(warehouse, numbers()[:12]), customers(warehouse, numbers()[6:])
+    for name in (first, second):
+        layout.register(name)
+    shared = f"{first}_lookups"  # one ledger for both tables, as in a deployment
+    for name in (first, second):
+        state, _ = run_task(**layout.kwargs(name, lookups_table=shared, results_table=f"{first}_store"))
+        assert state == "success"
+    billed = vendor.orders()
+    assert len(billed) == len(numbers())  # the second table's first 6 numbers came from the store
+
+    by_run = ledger_cli("--conn-id", warehouse.conn_id, "--table", shared, "--by", "run")
+    assert sorted(int(r["lookups"]) for r in by_run) == [len(numbers()) - 12, 12]
+    assert {r["table_name"] for r in by_run} == {first, second}
+    assert all(int(r["order_numbers"]) == int(r["lookups"]) for r in by_run)
+    by_day = ledger_cli("--conn-id", warehouse.conn_id, "--table", shared, "--by", "day")
+    assert [int(r["lookups"]) for r in by_day] == [len(billed)]
+    assert by_day[0]["day"] == dt.datetime.now(dt.UTC).date().isoformat()
+    by_dag = ledger_cli("--conn-id", warehouse.conn_id, "--table", shared, "--by", "dag")
+    assert len(by_dag) == 2 and sum(int(r["lookups"]) for r in by_dag) == len(billed)
+    today = dt.datetime.now(dt.UTC).date()
+    lines = ledger_cli(
+        "--conn-id", warehouse.conn_id, "--table", shared, "--by", "lookup", "--from", str(today)
+    )
+    assert sorted(r["order_no"] for r in lines) == sorted(o["order_no"] for o in billed)
+    assert {r["national"] for r in lines} == {f"{o['number'][:3]}****{o['number'][-4:]}" for o in billed}
+    tomorrow = today + dt.timedelta(days=1)
+    assert ledger_cli("--conn-id", warehouse.conn_id, "--table", shared, "--from", str(tomorrow)) == []

@@ -19,6 +19,7 @@ from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckO
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
 from airflow_provider_phonestatus.warehouse.access import portable_path
+from airflow_provider_phonestatus.warehouse.lookups import lookups_table
 from tests.db import Layout, Warehouse, customers
 from tests.test_operator import distinct_mobiles, run_task
 
@@ -204,6 +205,24 @@ def test_a_shared_store_of_an_older_version_names_the_columns_to_add(
     assert "could not add column 'previous_status'" in message
     assert f"ALTER TABLE {store} ADD COLUMN previous_status VARCHAR(32)" in message
     assert vendor.ledger()["requests"] == 0
+
+
+def test_an_append_only_ledger_is_all_the_run_needs_of_it(roles: Roles, vendor: SandboxServer) -> None:
+    source = roles.customers(["13800138001", "13800138005"])
+    roles.own_schema()
+    ledger = f"{roles.source}.lookups"  # the finance team's ledger: the role may only append to it
+    lookups_table(ledger).create(roles.engine)
+    with pytest.raises(PhoneStatusConfigError) as info:
+        execute(**roles.kwargs(source, lookups_table=ledger))
+    assert f"GRANT INSERT ON {ledger} TO {roles.role}" in str(info.value)
+    assert vendor.ledger()["requests"] == 0
+
+    roles.sql(f"GRANT INSERT ON {ledger} TO {roles.role}")
+    state, summary = run_task(**roles.kwargs(source, lookups_table=ledger))
+    assert state == "success" and summary is not None and summary["paid_lookups"] == 2
+    with roles.engine.connect() as conn:
+        paid = conn.exec_driver_sql(f"SELECT national, order_no FROM {ledger}").all()
+    assert sorted(tuple(r) for r in paid) == sorted((o["number"], o["order_no"]) for o in vendor.orders())
 
 
 def test_no_temporary_tables_names_the_grant(roles: Roles, vendor: SandboxServer) -> None:

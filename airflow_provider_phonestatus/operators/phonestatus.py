@@ -182,9 +182,14 @@ class PhoneStatusCheckOperator(BaseOperator):
                 store = self._store(conn, dry_run, portable)
                 runlog = None if dry_run else RunLog.ensure(conn, self.run_log_table)
                 ledger = None if dry_run else LookupLedger.ensure(conn, self.lookups_table, portable=portable)
-                owned = [t.table for t in (store, runlog, ledger) if t is not None]
                 check_access(
-                    conn, target, owned, writes=not dry_run, deletes=portable, prune=self.prune_status_table
+                    conn,
+                    target,
+                    [t.table for t in (store, runlog) if t is not None],
+                    writes=not dry_run,
+                    deletes=portable,
+                    prune=self.prune_status_table,
+                    appended=[] if ledger is None else [ledger.table],
                 )
                 run = None if runlog is None else self._start_log(conn, runlog, context)
                 run_uid = None if run is None else run.run_uid

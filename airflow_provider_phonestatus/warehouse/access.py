@@ -9,7 +9,7 @@ then touches, so a zero-row statement fails exactly where the real one would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,11 +59,13 @@ def check_access(
     writes: bool,
     deletes: bool = False,
     prune: bool = False,
+    appended: Sequence[sa.Table] = (),
 ) -> None:
     """Try every statement kind the run needs on zero rows; raise one error naming each one that
     fails and what to grant. ``owned``: the provider's own tables the run writes (results store,
     run log); ``writes``: not a dry run; ``deletes``: the portable path's DELETE before INSERT;
-    ``prune``: the status table's rows whose key left the source are deleted."""
+    ``prune``: the status table's rows whose key left the source are deleted; ``appended``: tables
+    the run only inserts into (the lookup ledger, which may be append-only)."""
     status = [target.column(role) for role in target.columns.names()]
     source = sa.select(*target.keys, target.phone).limit(0)
     probes = [_Probe("read", target.table.fullname, "SELECT", lambda c: c.execute(source))]
@@ -82,6 +84,8 @@ def check_access(
             probes.append(
                 _Probe("write", table.fullname, ", ".join(kinds), _writes(table, columns, inserts, deleted))
             )
+        for table in appended:
+            probes.append(_Probe("write", table.fullname, "INSERT", _writes(table, [], True, False)))
     problems = []
     for probe in probes:
         try:
@@ -109,13 +113,16 @@ def _updated(table: sa.Table) -> list[sa.Column[Any]]:
 def _writes(
     table: sa.Table, columns: list[sa.Column[Any]], inserts: bool, deletes: bool
 ) -> Callable[[sa.Connection], None]:
-    """Zero-row UPDATE of ``columns`` (to themselves), INSERT ... SELECT and DELETE of ``table``."""
+    """Zero-row UPDATE of ``columns`` (to themselves; none: no UPDATE), INSERT ... SELECT and
+    DELETE of ``table``."""
 
     def run(conn: sa.Connection) -> None:
-        conn.execute(sa.update(table).values({c: c for c in columns}).where(sa.false()))
-        if inserts:
+        if columns:
+            conn.execute(sa.update(table).values({c: c for c in columns}).where(sa.false()))
+        if inserts:  # of typed NULLs: an append-only table is not readable
             names = [c.name for c in table.columns]
-            conn.execute(sa.insert(table).from_select(names, sa.select(*table.columns).where(sa.false())))
+            nothing = sa.select(*(sa.cast(sa.null(), c.type) for c in table.columns)).where(sa.false())
+            conn.execute(sa.insert(table).from_select(names, nothing))
         if deletes:
             conn.execute(sa.delete(table).where(sa.false()))
 

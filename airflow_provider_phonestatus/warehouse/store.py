@@ -240,15 +240,7 @@ class ResultStore(OwnedTable):
 
     def _histories(self, conn: sa.Connection, nationals: list[str]) -> dict[str, _Old]:
         """What the store holds of each of ``nationals`` that ``history.follow`` moves on from."""
-        t = self.table
-        query = sa.select(
-            t.c.national,
-            t.c.status,
-            t.c.checked_at,
-            t.c.previous_status,
-            t.c.previous_checked_at,
-            t.c.status_changed_at,
-        ).where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
+        query = self.history_statement()
         found: dict[str, _Old] = {}
         for chunk in _chunks(sorted(nationals)):
             for national, *old in conn.execute(query, {"nationals": chunk}):
@@ -269,6 +261,18 @@ class ResultStore(OwnedTable):
         lookup = self._lookup(RevalidationPolicy(), dt.datetime(1970, 1, 1, tzinfo=dt.UTC), list(t.c))
         listed = lookup.where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
         return listed, t.delete().where(t.c.national == sa.bindparam("n")), t.insert()
+
+    def history_statement(self) -> sa.Select[Any]:
+        """What a save reads of the numbers it stores (an IN list: portable), before the upsert."""
+        t = self.table
+        return sa.select(
+            t.c.national,
+            t.c.status,
+            t.c.checked_at,
+            t.c.previous_status,
+            t.c.previous_checked_at,
+            t.c.status_changed_at,
+        ).where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
 
     def _record(self, national: str, result: PhoneStatusResult) -> tuple[Any, ...]:
         record = result.as_record()
