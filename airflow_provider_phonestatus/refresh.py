@@ -13,19 +13,17 @@ Money and data rules this module enforces:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.batch import LookupBatch
+from airflow_provider_phonestatus.collector import fewer_gc_passes
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, PhoneStatusError
 from airflow_provider_phonestatus.history import is_change, recycled_suspect, transition
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook, local_label
@@ -37,7 +35,7 @@ from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.due import DueList
 from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
-from airflow_provider_phonestatus.warehouse.store import ResultStore, StoredValues
+from airflow_provider_phonestatus.warehouse.store import STORED_COLUMNS, ResultStore, StoredValues
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 from airflow_provider_phonestatus.warehouse.write_behind import WriteBehind
 from airflow_provider_phonestatus.warehouse.writer import RowWriter
@@ -52,41 +50,7 @@ Answered = tuple[PhoneStatusResult | StoredValues, Waiting]
 
 
 _REJECTED = PhoneStatus.REJECTED.value
-#: Allocations between two young-generation passes of the cyclic garbage collector during a pass:
-#: more than a page's work allocates (~200,000 containers for 20,000 rows), so a page's objects are
-#: freed by reference counting before a pass of the collector ever walks them.
-GC_THRESHOLD = 1_000_000
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, ...] = ()
-
-
-@contextlib.contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
-    """Run the cyclic garbage collector far less often while a pass runs, then as before.
-
-    A pass allocates millions of short-lived, acyclic tuples (freed by reference counting), a page
-    of them alive at a time. Each young-generation pass of the collector walks every container
-    still alive since the last one, so with a threshold below a page's allocations it walks each
-    page's rows, lookups and records once or twice: with the default (700) a fifth of the CPU of a
-    store-only pass, with 50,000 still seconds of a million-row one. ``python -m bench --only
-    operator_warehouse`` prints the collector's share as ``gc``. Cycles are still collected.
-    Process-wide, so the first of concurrent passes saves the thresholds and the last one
-    restores them.
-    """
-    global _gc_users, _gc_saved
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(_gc_saved[0], GC_THRESHOLD), *_gc_saved[1:])
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_saved)
+_PREVIOUS = STORED_COLUMNS.index("previous_status")  #: a store answer's previous status
 
 
 class TaskStopped(PhoneStatusError):
@@ -177,7 +141,7 @@ class TableRefresh:
             self._behind = WriteBehind(self.conn.engine, self.target)
         failed = True
         try:
-            with due, batch, _fewer_gc_passes():
+            with due, batch, fewer_gc_passes():
                 for page in due.raw_pages(opts.page_size):
                     self._take(batch, timeout=0)  # what arrived while the page was read: committed on time
                     if self._should_stop_reading(batch):
@@ -285,8 +249,8 @@ class TableRefresh:
                     written.append((answer, rows))
                     self._row_count += len(rows)
                     counts[answer[0]] += len(rows)
-                    if answer[6] is not None and answer[6] != answer[0]:  # the answer saw a change
-                        self._count_change(answer[6], answer[0], len(rows))
+                    if (previous := answer[_PREVIOUS]) is not None and previous != answer[0]:
+                        self._count_change(previous, answer[0], len(rows))  # the answer saw a change
             elif self._may_ask():
                 self._submitted += 1
                 if self.options.dry_run:
