@@ -146,9 +146,19 @@ class ResultStore(OwnedTable):
         """``columns`` (the number first) of the stored answers of ``nationals`` that are fresh by
         ``policy`` at ``now`` and of a status a run of ours writes; freshness is decided in SQL
         (by the policy's own ``is_fresh`` in Python when a subclass changes it)."""
+        fresh = _sql_freshness(self.table, policy, now)
+        rows = self._of_numbers(conn, nationals, self._lookup(policy, now, columns))
+        if fresh is None:
+            yield from (row[:-2] for row in rows if policy.is_fresh(row[-2], row[-1], now))
+        else:
+            yield from rows
+
+    def _of_numbers(
+        self, conn: sa.Connection, nationals: Collection[str], selected: sa.Select[Any]
+    ) -> Iterator[Sequence[Any]]:
+        """The rows of ``selected`` (a query of the store) for the numbers ``nationals``, a chunk
+        of them per statement, each passed the fastest way the dialect takes a list."""
         t = self.table
-        fresh = _sql_freshness(t, policy, now)
-        selected = self._lookup(policy, now, columns)
         encode: Callable[[list[str]], Any] = list
         dialect = "portable" if self.portable else conn.dialect.name
         if dialect == "postgresql":
@@ -186,11 +196,7 @@ class ResultStore(OwnedTable):
         # Only what ``save`` stores can be found: 11 ASCII digits (which also keeps a separator or
         # a quote out of the joined parameters above).
         for chunk in _chunks(sorted(set(filter(_NATIONAL.fullmatch, nationals))), size):
-            rows = fetch_all(conn, query, {"nationals": encode(chunk)})
-            if fresh is None:
-                yield from (row[:-2] for row in rows if policy.is_fresh(row[-2], row[-1], now))
-            else:
-                yield from rows
+            yield from fetch_all(conn, query, {"nationals": encode(chunk)})
 
     def _lookup(
         self, policy: RevalidationPolicy, now: dt.datetime, columns: Sequence[sa.ColumnElement[Any]]
@@ -240,12 +246,7 @@ class ResultStore(OwnedTable):
 
     def _histories(self, conn: sa.Connection, nationals: list[str]) -> dict[str, _Old]:
         """What the store holds of each of ``nationals`` that ``history.follow`` moves on from."""
-        query = self.history_statement()
-        found: dict[str, _Old] = {}
-        for chunk in _chunks(sorted(nationals)):
-            for national, *old in conn.execute(query, {"nationals": chunk}):
-                found[national] = tuple(old)
-        return found
+        return {national: tuple(old) for national, *old in self._of_numbers(conn, nationals, self._history())}
 
     def _replace(self, conn: sa.Connection, records: list[tuple[Any, ...]]) -> None:
         """The portable upsert: DELETE by number, then INSERT, each an executemany."""
@@ -263,16 +264,14 @@ class ResultStore(OwnedTable):
         return listed, t.delete().where(t.c.national == sa.bindparam("n")), t.insert()
 
     def history_statement(self) -> sa.Select[Any]:
-        """What a save reads of the numbers it stores (an IN list: portable), before the upsert."""
+        """What a save reads of the numbers it stores before the upsert, as the portable path
+        runs it (an IN list)."""
+        return self._history().where(self.table.c.national.in_(sa.bindparam("nationals", expanding=True)))
+
+    def _history(self) -> sa.Select[Any]:
         t = self.table
-        return sa.select(
-            t.c.national,
-            t.c.status,
-            t.c.checked_at,
-            t.c.previous_status,
-            t.c.previous_checked_at,
-            t.c.status_changed_at,
-        ).where(t.c.national.in_(sa.bindparam("nationals", expanding=True)))
+        history = ("status", "checked_at", "previous_status", "previous_checked_at", "status_changed_at")
+        return sa.select(t.c.national, *(t.c[name] for name in history))
 
     def _record(self, national: str, result: PhoneStatusResult) -> tuple[Any, ...]:
         record = result.as_record()
