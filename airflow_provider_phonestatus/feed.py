@@ -8,26 +8,47 @@ asset reads the rows that changed since its previous run with :func:`changes_win
 the asset's previous event, up to the end of the runs behind the events that started it. Windows
 of consecutive events tile time, so each change is read once, whichever DAG refreshed the table.
 
-What it cannot see: a change first seen by a run over *another* table before this table's
-previous event, and written to this table's rows only later from the results store, carries its
-original time and falls before the window. A failed consumer run's window is not read again by
-the next run: clear the failed run to read it.
+What it cannot see: a change first seen before this table's previous event (by a run over
+another table, or over this one for other rows) and written to a row of this table only later
+from the results store (a row loaded or given a new phone since) carries its original time and
+falls before the window. A failed consumer run's window is not read again by the next run: clear
+the failed run to read it. Change times and run ends come from the workers' clocks, so windows
+tile only as well as those clocks agree; and a warehouse column that keeps whole seconds
+(MariaDB's ``DATETIME``) can move a change made within a second after ``since`` out of it.
+
+A task that is the outlet of a status asset attaches a run's extra with :func:`attach`; a
+consumer keeps a suppression list of the changed rows that should not be contacted any more
+(:func:`suppressions`, :class:`SuppressionList`): a dead line (:data:`DEAD_STATUSES`) or a
+recycled-number suspect.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.revalidation import to_naive_utc
+from airflow_provider_phonestatus.vocabulary import PhoneStatus
 from airflow_provider_phonestatus.warehouse.columns import StatusColumns
-from airflow_provider_phonestatus.warehouse.table import reflect
+from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
+from airflow_provider_phonestatus.warehouse.table import new_table, reflect
 
 #: The run's counts an event carries (run log columns of the same names).
 COUNTS = ("status_changes", "recycled_suspects", "rows_written", "paid_lookups")
+#: Statuses that say the line is gone or going (the nightly dead-share check's "dead");
+#: ``unavailable`` is not one of them.
+DEAD_STATUSES = frozenset(
+    s.value for s in (PhoneStatus.NOT_IN_SERVICE, PhoneStatus.SUSPENDED, PhoneStatus.PENDING_CANCELLATION)
+)
+#: Why a changed row is suppressed: ``recycled_suspect`` (not_in_service before, live now: the
+#: number may belong to someone else; a suspended one is also dead) else ``dead``.
+REASONS = ("recycled_suspect", "dead")
+DEFAULT_SUPPRESSIONS_NAME = "phone_status_suppressions"
 
 
 def event_extra(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,6 +62,18 @@ def event_extra(run: Mapping[str, Any]) -> dict[str, Any]:
         **{name: int(run.get(name) or 0) for name in COUNTS},
         "changes_by_transition": dict(sorted((run.get("changes_by_transition") or {}).items())),
     }
+
+
+def attach(context: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """Put :func:`event_extra` of ``run`` on the events of the running task's Asset outlets
+    (``context["outlet_events"][asset].extra``); returns the extra."""
+    from airflow.sdk import Asset
+
+    extra = event_extra(run)
+    for outlet in getattr(context["task"], "outlets", None) or ():
+        if isinstance(outlet, Asset):
+            context["outlet_events"][outlet].extra.update(extra)
+    return extra
 
 
 def changes_window(
@@ -94,6 +127,94 @@ def changed_rows(
         .order_by(changed_at, *(source.c[k] for k in keys))
     )
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def suppression_reason(row: Mapping[str, Any]) -> str | None:
+    """Why a row of :func:`changed_rows` is suppressed (one of :data:`REASONS`), None if it is not."""
+    if row.get("recycled_suspect"):
+        return "recycled_suspect"
+    if row.get("status") in DEAD_STATUSES:
+        return "dead"
+    return None
+
+
+def suppressions(changed: Iterable[Mapping[str, Any]], key_columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The suppression list's entries for the rows of :func:`changed_rows` that are dead or
+    recycled suspects: the row's key as JSON text (``{"id": 7}``), status, previous status, when
+    it changed and the reason. No phone number."""
+    out = []
+    for row in changed:
+        reason = suppression_reason(row)
+        if reason is None:
+            continue
+        key = {k: row[k] for k in key_columns}
+        out.append(
+            {
+                "row_key": json.dumps(key, sort_keys=True, default=str, ensure_ascii=False),
+                "status": row["status"],
+                "previous_status": row.get("previous_status"),
+                "status_changed_at": row["status_changed_at"],
+                "reason": reason,
+            }
+        )
+    return out
+
+
+def count_by(entries: Iterable[Mapping[str, Any]], name: str) -> dict[str, int]:
+    """How many of ``entries`` have each value of ``name`` (e.g. ``reason``), sorted by value."""
+    return dict(sorted(Counter(str(e[name]) for e in entries).items()))
+
+
+def suppressions_table(name: str = DEFAULT_SUPPRESSIONS_NAME) -> sa.Table:
+    """The suppression list's definition; ``name`` may be ``schema.table``. One row per suppressed
+    change, with the consumer run that found it (``dag_id``, ``run_id``)."""
+    return new_table(
+        name,
+        sa.Column("table_name", sa.String(250), nullable=False),
+        sa.Column("row_key", sa.Text, nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("previous_status", sa.String(32)),
+        sa.Column("status_changed_at", TIMESTAMP, nullable=False),
+        sa.Column("reason", sa.String(32), nullable=False),
+        sa.Column("dag_id", sa.String(250), nullable=False),
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.Column("suppressed_at", TIMESTAMP, nullable=False),
+    )
+
+
+class SuppressionList(OwnedTable):
+    """The suppression list, created when missing (:meth:`ensure`); the caller commits."""
+
+    define = staticmethod(suppressions_table)
+
+    def replace(
+        self,
+        conn: sa.Connection,
+        entries: Sequence[Mapping[str, Any]],
+        *,
+        table_name: str,
+        dag_id: str,
+        run_id: str,
+    ) -> int:
+        """Record ``entries`` (:func:`suppressions`) as the ones run ``run_id`` of ``dag_id``
+        found in ``table_name``, replacing what an earlier try of that run recorded (a cleared
+        run writes its list once). Returns how many."""
+        t = self.table
+        run = {"table_name": table_name, "dag_id": dag_id, "run_id": run_id}
+        conn.execute(sa.delete(t).where(*(t.c[k] == v for k, v in run.items())))
+        now = to_naive_utc(dt.datetime.now(dt.UTC))
+        rows = [
+            {
+                **{k: entry.get(k) for k in ("row_key", "status", "previous_status", "reason")},
+                "status_changed_at": to_naive_utc(entry["status_changed_at"]),
+                **run,
+                "suppressed_at": now,
+            }
+            for entry in entries
+        ]
+        if rows:
+            conn.execute(sa.insert(t), rows)
+        return len(rows)
 
 
 def _iso(value: Any) -> str:

@@ -5,9 +5,11 @@ Money and data rules this module enforces:
 * invalid and unsupported values are labelled locally; each distinct number is asked at most once
   per run (answered, in flight, or failed: never again this run), and a number the results store
   holds fresh is answered from it for free;
-* answers are committed in small batches (by count and by time) to the store and the table in
-  one transaction, so a killed worker loses at most the requests in flight and one batch, and a
-  rerun finds every committed answer in the store;
+* answers are committed in small batches (by count and by time) to the store, the lookup ledger
+  (paid ones) and the table in one transaction, so a killed worker loses at most the requests in
+  flight and one batch, a rerun finds every committed answer in the store, and every stored
+  answer has its one ledger row;
+* each stored answer carries its number's history on, and its rows are written with it;
 * a failure never overwrites a status: the row stays due for the next run.
 """
 

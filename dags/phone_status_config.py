@@ -36,6 +36,10 @@ environment variable ``AIRFLOW_VAR_<NAME>`` (e.g. ``AIRFLOW_VAR_PHONESTATUS_WIND
 ``phonestatus_dead_share_min_answers``   vendor answers needed to compare a run: ``100``
 ``phonestatus_results_table``            shared results store: ``phone_status_results``
 ``phonestatus_run_log_table``            run log: ``phone_status_runs``
+``phonestatus_lookups_table``            lookup ledger (one row per paid lookup):
+                                         ``phone_status_lookups``
+``phonestatus_suppressions_table``       suppression list of ``phone_status_changes``:
+                                         ``phone_status_suppressions``
 =======================================  ===================================================
 
 No connection, key or password lives here or in a DAG file: the DAGs name connection ids only.
@@ -83,6 +87,8 @@ VAR_DEAD_SHARE_FAIL = "phonestatus_dead_share_fail"
 VAR_DEAD_SHARE_MIN_ANSWERS = "phonestatus_dead_share_min_answers"
 VAR_RESULTS_TABLE = "phonestatus_results_table"
 VAR_RUN_LOG_TABLE = "phonestatus_run_log_table"
+VAR_LOOKUPS_TABLE = "phonestatus_lookups_table"
+VAR_SUPPRESSIONS_TABLE = "phonestatus_suppressions_table"
 
 DEFAULT_WINDOW_MINUTES = 240.0
 DEFAULT_DEAD_SHARE_WARN = 0.10
@@ -90,11 +96,15 @@ DEFAULT_DEAD_SHARE_FAIL = 0.25
 DEFAULT_DEAD_SHARE_MIN_ANSWERS = 100
 DEFAULT_RESULTS_TABLE = "phone_status_results"
 DEFAULT_RUN_LOG_TABLE = "phone_status_runs"
+DEFAULT_LOOKUPS_TABLE = "phone_status_lookups"
+DEFAULT_SUPPRESSIONS_TABLE = "phone_status_suppressions"
 
-#: Templates for the operator's templated ``results_table`` / ``run_log_table``: the Variable is
-#: read when the task renders its fields, never when the file is parsed.
+#: Templates for the operator's templated ``results_table`` / ``run_log_table`` /
+#: ``lookups_table``: the Variable is read when the task renders its fields, never when the file
+#: is parsed.
 RESULTS_TABLE_TEMPLATE = f"{{{{ var.value.get('{VAR_RESULTS_TABLE}', '{DEFAULT_RESULTS_TABLE}') }}}}"
 RUN_LOG_TABLE_TEMPLATE = f"{{{{ var.value.get('{VAR_RUN_LOG_TABLE}', '{DEFAULT_RUN_LOG_TABLE}') }}}}"
+LOOKUPS_TABLE_TEMPLATE = f"{{{{ var.value.get('{VAR_LOOKUPS_TABLE}', '{DEFAULT_LOOKUPS_TABLE}') }}}}"
 #: Templates for ``max_checks`` / ``time_budget`` of scheduled checks: the run's budget from the
 #: ``phonestatus_budget`` macro (:func:`budget_macro`), computed when the task renders its fields.
 MAX_CHECKS_TEMPLATE = "{{ phonestatus_budget(dag_run)['max_checks'] }}"
@@ -241,6 +251,7 @@ def default_args(**more: Any) -> dict[str, Any]:
         "phonestatus_conn_id": phonestatus_conn_id(),
         "results_table": RESULTS_TABLE_TEMPLATE,
         "run_log_table": RUN_LOG_TABLE_TEMPLATE,
+        "lookups_table": LOOKUPS_TABLE_TEMPLATE,
         **more,
     }
 

@@ -26,8 +26,14 @@ by more than ``phonestatus_dead_share_fail`` (0.25) the task fails. If either ru
 ``phonestatus_dead_share_min_answers`` (100) answers, the runs are not compared.
 
 The table's asset ``phonestatus://<schema>/<table>`` is the check's outlet, so downstream DAGs
-(SMS campaigns, risk scoring) scheduled on it run only on statuses that passed the check. A
-failed check fails the DAG run, and a failed DAG run is never a baseline: a vendor that keeps
+(SMS campaigns, risk scoring) scheduled on it run only on statuses that passed the check. Its
+event's ``extra`` describes the refresh behind it, from the run log (``feed.event_extra``): the
+table, the run log's ``run_uid``, ``run_started_at`` and ``run_ended_at`` (ISO, UTC), the counts
+``status_changes``, ``recycled_suspects``, ``rows_written`` and ``paid_lookups``, and
+``changes_by_transition`` (``{"active->not_in_service": 3, ...}``, in rows). A DAG on the asset
+reads the rows that changed with it: see ``phone_status_changes``.
+
+A failed check fails the DAG run, and a failed DAG run is never a baseline: a vendor that keeps
 answering "cancelled" keeps failing, instead of passing the next night against its own bad run.
 If the jump is real (say a carrier's mass cancellation), mark the failed DAG run successful: it
 becomes the next run's baseline.
@@ -56,6 +62,7 @@ import phone_status_config as cfg
 import sqlalchemy as sa
 from airflow.sdk import DAG, TaskGroup, task
 
+from airflow_provider_phonestatus import feed
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
 from airflow_provider_phonestatus.vocabulary import PhoneStatus
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
@@ -71,7 +78,7 @@ REFRESH_TASK = "refresh"
 CHECK_TASK = "check_dead_share"
 
 #: Statuses that say the line is gone or going; ``unavailable`` is deliberately not one of them.
-DEAD_STATUSES = (PhoneStatus.NOT_IN_SERVICE, PhoneStatus.SUSPENDED, PhoneStatus.PENDING_CANCELLATION)
+DEAD_STATUSES = feed.DEAD_STATUSES
 #: Statuses only the vendor gives: the denominator of the share.
 ANSWERED_STATUSES = tuple(status for status in PhoneStatus if status.is_vendor_answer)
 log = logging.getLogger(__name__)
@@ -113,7 +120,8 @@ def judge(
 
 @task(task_id=CHECK_TASK)
 def check_dead_share(table: str, refresh_task_id: str) -> dict[str, Any]:
-    """Compare this run's dead share with the previous successful DAG run's; warn or fail."""
+    """Compare this run's dead share with the previous successful DAG run's; warn or fail. On
+    success the table's asset event carries the refresh's counts and times."""
     from airflow.sdk import get_current_context
 
     context = get_current_context()
@@ -154,6 +162,7 @@ def check_dead_share(table: str, refresh_task_id: str) -> dict[str, Any]:
         log.warning("%s: above the warn threshold", text)
     else:
         log.info("%s", text)
+    feed.attach(context, this)  # the asset event's extra: this refresh, for DAGs scheduled on it
     return result
 
 

@@ -7,6 +7,7 @@ code under test; every cost assertion reads the sandbox's ledger.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import json
@@ -27,6 +28,7 @@ from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.numbers import parse_number
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
+from airflow_provider_phonestatus.sandbox.truth import expected
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
 from tests.airflow_run import test_dag_file
 from tests.conftest import FAST_RATE as RATE
@@ -39,11 +41,13 @@ REVALIDATION = "phone_status_revalidation"
 MANUAL = "phone_status_manual_check"
 ON_NEW_ROWS = "phone_status_on_new_rows"
 LOAD = "example_customer_load"
+CHANGES = "phone_status_changes"
 FILES = {
     REVALIDATION: "phone_status_revalidation.py",
     MANUAL: "phone_status_manual_check.py",
     ON_NEW_ROWS: "phone_status_on_new_rows.py",
     LOAD: "example_customer_load.py",
+    CHANGES: "phone_status_changes.py",
 }
 PARSE_TIME_SETTINGS = (
     "PHONESTATUS_TABLES",
@@ -119,8 +123,13 @@ def configure(monkeypatch: pytest.MonkeyPatch, wh: Warehouse, table: str, **vari
         "PHONESTATUS_TABLES", json.dumps({table: {"key_column": "id", "phone_column": "phone"}})
     )
     monkeypatch.setenv("PHONESTATUS_WAREHOUSE_CONN_ID", wh.conn_id)
-    wh._tables.extend([(None, f"{table}_store"), (None, f"{table}_runs")])
-    variables = {"results_table": f"{table}_store", "run_log_table": f"{table}_runs", **variables}
+    wh._tables.extend([(None, f"{table}_{side}") for side in ("store", "runs", "lookups")])
+    variables = {
+        "results_table": f"{table}_store",
+        "run_log_table": f"{table}_runs",
+        "lookups_table": f"{table}_lookups",
+        **variables,
+    }
     for name, value in variables.items():
         set_variable(monkeypatch, name, value)
 
@@ -220,18 +229,48 @@ def run_times(dag_id: str, run_id: str, task_id: str) -> tuple[dt.datetime, dt.d
 
 
 def asset_events(uri: str, run_id: str) -> int:
+    return len(asset_event_extras(uri, run_id))
+
+
+def asset_event_extras(uri: str, run_id: str) -> list[dict[str, Any]]:
+    """The ``extra`` of each event of the asset ``uri`` that the run ``run_id`` emitted."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return int(
-            session.execute(
-                sa.select(sa.func.count())
-                .select_from(AssetEvent)
+        extras = session.execute(
+            sa.select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == uri, AssetEvent.source_run_id == run_id)
+        ).scalars()
+        return [json.loads(e) if isinstance(e, str) else dict(e or {}) for e in extras]
+
+
+@contextlib.contextmanager
+def started_by(dag_id: str, uri: str, source_run_id: str) -> Iterator[None]:
+    """``dag.test()`` runs of ``dag_id`` start as the scheduler starts an asset-triggered run: the
+    events of ``uri`` that ``source_run_id`` emitted are its consumed (triggering) events."""
+    import airflow.models.dagrun as dagrun_module
+    from airflow.models.asset import AssetEvent, AssetModel
+
+    create = dagrun_module.get_or_create_dagrun
+
+    def with_events(*, dag: Any, session: Any, **kwargs: Any) -> Any:
+        run = create(dag=dag, session=session, **kwargs)
+        if dag.dag_id == dag_id:
+            events = session.scalars(
+                sa.select(AssetEvent)
                 .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-                .where(AssetModel.uri == uri, AssetEvent.source_run_id == run_id)
-            ).scalar_one()
-        )
+                .where(AssetModel.uri == uri, AssetEvent.source_run_id == source_run_id)
+            ).all()
+            assert events, f"no event of {uri} from {source_run_id}"
+            run.consumed_asset_events.extend(events)
+            session.commit()
+        return run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dagrun_module, "get_or_create_dagrun", with_events)  # dag.test() imports it late
+        yield
 
 
 def queued_for(dag_id: str, uri: str) -> bool:
@@ -283,7 +322,7 @@ def test_dagbag_loads_the_example_dags_with_their_properties(monkeypatch: pytest
     sys.modules.pop("phone_status_config", None)
     bag = dagbag(DAGS_DIR)
     assert bag.import_errors == {}
-    assert set(bag.dags) == {REVALIDATION, MANUAL, ON_NEW_ROWS, LOAD}
+    assert set(bag.dags) == {REVALIDATION, MANUAL, ON_NEW_ROWS, LOAD, CHANGES}
 
     nightly = bag.dags[REVALIDATION]
     assert type(nightly.timetable).__name__ == "CronTriggerTimetable"
@@ -294,6 +333,7 @@ def test_dagbag_loads_the_example_dags_with_their_properties(monkeypatch: pytest
     assert refresh.pool == "phonestatus_api" and check.pool != "phonestatus_api"
     assert refresh.table == "crm.customers" and refresh.conn_id == "warehouse_default"
     assert refresh.phonestatus_conn_id == "phonestatus_default"
+    assert "phonestatus_lookups_table" in refresh.lookups_table
     assert "phonestatus_budget" in refresh.max_checks and "phonestatus_budget" in refresh.time_budget
     assert refresh.outlets == []
     assert [a.uri for a in check.outlets] == ["phonestatus://crm/customers"]
@@ -322,6 +362,20 @@ def test_dagbag_loads_the_example_dags_with_their_properties(monkeypatch: pytest
 
     (load,) = bag.dags[LOAD].tasks
     assert [a.uri for a in load.outlets] == ["warehouse://crm/customers"]
+
+    # Every refresh of the example DAGs keeps its lookup ledger where the Variable says.
+    refreshes = [t for d in bag.dags.values() for t in d.tasks if hasattr(t, "lookups_table")]
+    assert len(refreshes) == 3
+    assert all(t.lookups_table == refresh.lookups_table for t in refreshes)
+
+    changes = bag.dags[CHANGES]
+    assert type(changes.timetable).__name__ == "AssetTriggeredTimetable"
+    assert changes.timetable.asset_condition.uri == "phonestatus://crm/customers"
+    assert (changes.catchup, changes.max_active_runs) == (False, 1)
+    (suppress,) = changes.tasks
+    assert suppress.task_id == "suppress_changes__crm__customers"
+    assert [a.uri for a in suppress.inlets] == ["phonestatus://crm/customers"]
+    assert suppress.pool != "phonestatus_api" and suppress.outlets == []
 
 
 def test_parse_time_settings_reshape_the_dags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,12 +407,19 @@ def test_parse_time_settings_reshape_the_dags(monkeypatch: pytest.MonkeyPatch) -
     assert manual.params.get_param("max_checks").schema["maximum"] == 500
     condition = bag.dags[ON_NEW_ROWS].timetable.asset_condition
     assert {a.uri for a in condition.objects} == {"warehouse://crm/customers", "s3://lake/leads"}
+    changes = bag.dags[CHANGES]
+    condition = changes.timetable.asset_condition
+    assert {a.uri for a in condition.objects} == {"phonestatus://crm/customers", "phonestatus://leads/"}
+    assert {t.task_id: [a.uri for a in t.inlets] for t in changes.tasks} == {
+        "suppress_changes__crm__customers": ["phonestatus://crm/customers"],
+        "suppress_changes__leads": ["phonestatus://leads/"],
+    }
 
     # A broken allow-list is an import error that says what is wrong, not a silent default.
     monkeypatch.setenv("PHONESTATUS_TABLES", json.dumps({"crm.customers; drop table x": {}}))
     sys.modules.pop("phone_status_config", None)
     errors = dagbag(DAGS_DIR).import_errors
-    assert len(errors) == 4 and all("PHONESTATUS_TABLES" in e for e in errors.values())
+    assert len(errors) == len(FILES) and all("PHONESTATUS_TABLES" in e for e in errors.values())
 
 
 PARSE_ALONE = """
@@ -554,7 +615,18 @@ def test_nightly_revalidation_refreshes_the_table_and_its_check_warns_or_fails_o
     least, most = (max(0.0, 240 * 60 - (t - run_started).total_seconds()) for t in (task_ended, task_started))
     assert least - 0.001 <= float(rendered["time_budget"]) <= most + 0.001
     assert RATE / 60 * least - 1 <= int(rendered["max_checks"]) <= RATE / 60 * most
-    assert asset_events(status_asset, first.run_id) == 1
+    # The check's asset event describes the refresh behind it, as the run log has it.
+    (extra,) = asset_event_extras(status_asset, first.run_id)
+    assert (extra["table"], extra["run_uid"]) == (name, logged["run_uid"])
+    assert extra["paid_lookups"] == logged["paid_lookups"] == vendor.ledger()["billed"]
+    assert (extra["status_changes"], extra["recycled_suspects"], extra["changes_by_transition"]) == (0, 0, {})
+    assert extra["run_started_at"] < extra["run_ended_at"]
+    # The lookup ledger is the table the Variable names: one row per paid lookup.
+    with warehouse.engine.connect() as conn:
+        ledger = sa.Table(f"{name}_lookups", sa.MetaData(), autoload_with=conn)
+        assert conn.execute(sa.select(sa.func.count()).select_from(ledger)).scalar_one() == len(
+            distinct_mobiles(phones)
+        )
 
     # A bad load: 30 rows now hold numbers that are cancelled (last digit 0: not_in_service).
     set_phones(warehouse, name, {i: f"1390000{i:03d}0" for i in range(30)})
@@ -677,3 +749,83 @@ def test_new_and_changed_rows_are_checked_after_a_load(
     ]
     assert all(r["phone_checked_at"] == old for r in rows[1 : len(phones)])  # old rows left alone
     assert asset_events(f"phonestatus://{name}/", second.run_id) == 1
+
+
+#: The vendor's result codes as the README's table gives them (not the provider's own mapping).
+STATUS_OF_RESULT = {
+    "0": "not_in_service",
+    "1": "active",
+    "2": "suspended",
+    "3": "unavailable",
+    "4": "pending_cancellation",
+    "5": "powered_off",
+}
+
+
+def true_status(number: str, world: int) -> str:
+    return STATUS_OF_RESULT[expected(number, world=world)["result"]]
+
+
+@SQL_WAREHOUSES
+def test_the_changes_dag_lists_what_the_refreshes_that_started_it_changed(
+    warehouse: Warehouse, vendor: SandboxServer, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly check's asset event starts ``phone_status_changes`` (as the scheduler would: the
+    event is the run's triggering event); it reads the rows that changed in its window and lists
+    the dead and recycled ones. Between the second and the first refresh the vendor's world moves."""
+    numbers = [f"1390013{third}{third}0{last}" for third in (0, 1) for last in range(10)]
+    name = customers(warehouse, numbers)
+    configure(monkeypatch, warehouse, name, suppressions_table=f"{name}_suppressions")
+    warehouse._tables.append((None, f"{name}_suppressions"))
+    status_asset, task_id = f"phonestatus://{name}/", f"suppress_changes__{name}"
+
+    def changes_run(nightly_run_id: str) -> dict[str, Any]:
+        with started_by(CHANGES, status_asset, nightly_run_id):
+            run = run_dag(dags_folder, CHANGES)
+        assert task_states(CHANGES, run.run_id) == {task_id: "success"}
+        counts = xcom(CHANGES, run.run_id, task_id)
+        with warehouse.engine.connect() as conn:
+            listed = sa.Table(f"{name}_suppressions", sa.MetaData(), autoload_with=conn)
+            entries = conn.execute(sa.select(listed).where(listed.c.run_id == run.run_id)).mappings()
+            counts["entries"] = {
+                json.loads(e["row_key"])["id"]: (e["previous_status"], e["status"], e["reason"])
+                for e in entries
+            }
+        return dict(counts)
+
+    first = run_dag(dags_folder, REVALIDATION)
+    assert str(first.state) == "success"
+    found = changes_run(first.run_id)
+    assert (found["since"], found["rows_changed"], found["entries"]) == (None, 0, {})  # the first event
+
+    vendor.configure(world=1)
+    with warehouse.engine.begin() as conn:  # every status is old: all rows are due, none is stored fresh
+        for table in (name, f"{name}_store"):
+            old = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            column = "phone_checked_at" if table == name else "checked_at"
+            conn.execute(old.update().values({column: dt.datetime(2020, 1, 1)}))
+    second = run_dag(dags_folder, REVALIDATION)
+    assert str(second.state) == "success"
+    moved = {
+        i: (true_status(n, 0), true_status(n, 1))
+        for i, n in enumerate(numbers)
+        if true_status(n, 0) != true_status(n, 1)
+    }
+    recycled = {i for i, (old, new) in moved.items() if old == "not_in_service"}
+    dead = {
+        i for i, (_, new) in moved.items() if new in ("not_in_service", "suspended", "pending_cancellation")
+    }
+    assert (len(moved), len(recycled), len(dead)) == (7, 1, 3)
+    (extra,) = asset_event_extras(status_asset, second.run_id)
+    assert (extra["status_changes"], extra["recycled_suspects"]) == (len(moved), len(recycled))
+    found = changes_run(second.run_id)
+    assert found["since"] is not None and found["rows_changed"] == len(moved)
+    assert found["entries"] == {
+        i: (*moved[i], "recycled_suspect" if i in recycled else "dead") for i in recycled | dead
+    }
+    assert found["suppressed_by_reason"] == {"dead": len(dead), "recycled_suspect": len(recycled)}
+
+    third = run_dag(dags_folder, REVALIDATION)
+    assert str(third.state) == "success"
+    again = changes_run(third.run_id)
+    assert (again["since"], again["rows_changed"], again["entries"]) == (found["until"], 0, {})

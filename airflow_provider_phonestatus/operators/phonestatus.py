@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
+from airflow_provider_phonestatus import feed
 from airflow_provider_phonestatus.exceptions import BatchStopped, PhoneStatusConfigError
-from airflow_provider_phonestatus.feed import event_extra
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
 from airflow_provider_phonestatus.lineage import table_lineage
 from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
@@ -278,20 +278,10 @@ class PhoneStatusCheckOperator(BaseOperator):
 
     def _feed_outlets(self, context: Context, run: RunIdentity, summary: RunSummary) -> None:
         """Attach the run's change counts and times to the events of its outlet assets."""
-        outlets = [a for a in self.outlets if isinstance(a, Asset)]
-        if not outlets:
-            return
-        extra = event_extra(
-            {
-                **summary.as_xcom(),
-                "table_name": self.table,
-                "run_uid": run.run_uid,
-                "started_at": run.started_at,
-                "ended_at": dt.datetime.now(dt.UTC),
-            }
-        )
-        for asset in outlets:
-            context["outlet_events"][asset].extra.update(extra)
+        if self.outlets:
+            ended = dt.datetime.now(dt.UTC)
+            record = {"table_name": self.table, "run_uid": run.run_uid, "started_at": run.started_at}
+            feed.attach(context, {**summary.as_xcom(), **record, "ended_at": ended})
 
     def _finish_log(self, conn: sa.Connection, runlog: RunLog, run_uid: str, summary: RunSummary) -> None:
         try:

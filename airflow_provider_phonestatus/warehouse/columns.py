@@ -7,6 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP
+
 
 @dataclass(frozen=True)
 class StatusColumns:
@@ -28,17 +30,18 @@ class StatusColumns:
         return asdict(self)
 
     def types(self) -> dict[str, sa.types.TypeEngine[Any]]:
-        """Role -> portable type used when the column has to be created."""
+        """Role -> portable type used when the column has to be created (times with microseconds
+        on MariaDB too, whose plain DATETIME keeps whole seconds: change windows compare them)."""
         return {
             "status": sa.String(32),
             "code": sa.String(16),
             "carrier": sa.String(32),
             "ported": sa.Boolean(),
-            "checked_at": sa.DateTime(),
+            "checked_at": TIMESTAMP,
             "order_no": sa.String(64),
             "checked_value": sa.String(64),
             "previous_status": sa.String(32),
-            "status_changed_at": sa.DateTime(),
+            "status_changed_at": TIMESTAMP,
             "recycled_suspect": sa.Boolean(),
         }
 

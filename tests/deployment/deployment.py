@@ -56,6 +56,7 @@ DAG_IDS = {
     "phone_status_manual_check",
     "phone_status_on_new_rows",
     "example_customer_load",
+    "phone_status_changes",
     "deployment_status_consumer",
 }
 #: ``PHONESTATUS_SCHEDULE``: 02:00 on 29 February. With ``catchup=False`` and a start date, Airflow

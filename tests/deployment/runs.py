@@ -63,6 +63,13 @@ def consumed_events(d: Deployment, dag_id: str, run_id: str) -> list[dict[str, A
     return events
 
 
+def xcom(d: Deployment, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    """A task's XCom value through the REST API (stored as JSON: parsed when it comes as text)."""
+    found = d.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+    value = found["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def task_instances(d: Deployment, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
     """Task instances of a run by task id."""
     found = d.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]

@@ -8,14 +8,18 @@ under test. Expected statuses come from the sandbox's documented truth (``expect
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import shlex
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from airflow_provider_phonestatus.numbers import mask_number, parse_number
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
+from airflow_provider_phonestatus.sandbox.truth import expected
 from tests.deployment.deployment import PLAN_PER_MINUTE, POOL_COMMAND, ROOT, WINDOW_MINUTES, Deployment
 from tests.deployment.runs import (
     consumed_events,
@@ -26,6 +30,7 @@ from tests.deployment.runs import (
     trigger,
     wait_for_asset_run,
     wait_for_run,
+    xcom,
 )
 from tests.deployment.warehouse import Warehouse, distinct_mobiles
 
@@ -36,7 +41,21 @@ MANUAL = "phone_status_manual_check"
 ON_NEW_ROWS = "phone_status_on_new_rows"
 LOAD = "example_customer_load"
 CONSUMER = "deployment_status_consumer"
+CHANGES = "phone_status_changes"
+CHANGES_TASK = "suppress_changes__crm__customers"
 TABLE = "crm.customers"
+#: The vendor's result codes as the README's table gives them, and the statuses it calls dead.
+STATUS_OF_RESULT = {
+    "0": "not_in_service",
+    "1": "active",
+    "2": "suspended",
+    "3": "unavailable",
+    "4": "pending_cancellation",
+    "5": "powered_off",
+}
+DEAD = {"not_in_service", "suspended", "pending_cancellation"}
+#: Lines someone holds: after ``not_in_service``, a recycled-number suspect (README).
+LIVE = {"active", "suspended", "unavailable", "powered_off"}
 
 
 def manual_conf(region: str) -> dict[str, Any]:
@@ -191,3 +210,99 @@ def test_control_without_the_pool_the_same_runs_overlap_and_are_throttled(
         d.cli(*shlex.split(POOL_COMMAND)[1:], check=True)
     assert span(second)[0] < span(first)[1], "the checks did not overlap: the control proves nothing"
     assert d.sandbox.ledger()["throttled"] > 0
+
+
+def true_status(national: str, world: int) -> str:
+    """The status of a mobile number in the sandbox's ``world``, by its documented truth."""
+    return STATUS_OF_RESULT[expected(national, world=world)["result"]]
+
+
+def changes_numbers() -> list[str]:
+    """Each last digit twice: third-to-last digit 0 (its answer changes in world 1) and 1 (not)."""
+    return [f"16688880{third}0{last}" for third in (0, 1) for last in range(10)]
+
+
+def test_a_dag_on_the_status_asset_reads_each_change_once_and_suppresses_dead_and_recycled_rows(
+    airflow_deployment: Deployment, deployment_warehouse: Warehouse
+) -> None:
+    """The nightly check's asset event carries the refresh's change counts; the changes DAG runs
+    on it and reads exactly the rows whose status changed since the previous event, and lists
+    the dead and recycled ones. The vendor's world changes between two refreshes only."""
+    d, wh = airflow_deployment, deployment_warehouse
+    d.sandbox.reset()
+    d.sandbox.configure(world=0)
+    numbers = changes_numbers()
+    spelled = [f"+86 {n[:3]} {n[3:7]} {n[7:]}" for n in numbers[:10]]  # a second row each
+    phones = wh.add_phones("changes", [*numbers, *spelled])
+    national = {r["id"]: re.sub(r"\D", "", r["phone"])[-11:] for r in wh.rows("changes")}
+    try:
+        # The first check: every status is new, so nothing changed.
+        first = trigger(d, REVALIDATION)
+        succeeded(d, REVALIDATION, first)
+        rows = wh.rows("changes")
+        assert [r["phone_status"] for r in rows] == [true_status(national[r["id"]], 0) for r in rows]
+        assert {r["phone_status_changed_at"] for r in rows} == {None}
+        consumer = wait_for_asset_run(d, CHANGES, REVALIDATION, first)
+        assert consumer["state"] == "success", report(d, CHANGES, consumer["dag_run_id"])
+        counts = xcom(d, CHANGES, consumer["dag_run_id"], CHANGES_TASK)
+        assert (counts["rows_changed"], counts["rows_suppressed"]) == (0, 0), counts
+        assert wh.suppressions(CHANGES, consumer["dag_run_id"]) == []
+
+        # The vendor's world moves on and every status of these rows is old: all are due.
+        d.sandbox.configure(world=1)
+        wh.age("changes", dt.datetime(2024, 1, 1))
+        second = trigger(d, REVALIDATION)
+        succeeded(d, REVALIDATION, second)
+        rows = wh.rows("changes")
+        assert [r["phone_status"] for r in rows] == [true_status(national[r["id"]], 1) for r in rows]
+        moved = {
+            key: (true_status(number, 0), true_status(number, 1))
+            for key, number in national.items()
+            if true_status(number, 0) != true_status(number, 1)
+        }
+        recycled = {key for key, (old, new) in moved.items() if old == "not_in_service" and new in LIVE}
+        dead = {key for key, (_, new) in moved.items() if new in DEAD}
+        assert len(moved) == 14 and len(recycled) == 2 and len(dead) == 6  # the truth table, twice
+
+        consumer = wait_for_asset_run(d, CHANGES, REVALIDATION, second)
+        run_id = consumer["dag_run_id"]
+        assert consumer["state"] == "success", report(d, CHANGES, run_id)
+        counts = xcom(d, CHANGES, run_id, CHANGES_TASK)
+        assert (counts["rows_changed"], counts["rows_suppressed"]) == (len(moved), len(recycled | dead))
+        since, until = (dt.datetime.fromisoformat(counts[k]).replace(tzinfo=None) for k in ("since", "until"))
+        for row in rows:  # the window holds each change of this refresh, and nothing else here
+            changed_at = row["phone_status_changed_at"]
+            assert (changed_at is not None) == (row["id"] in moved)
+            assert changed_at is None or since < changed_at <= until
+        listed = {
+            json.loads(e["row_key"])["id"]: (e["previous_status"], e["status"], e["reason"])
+            for e in wh.suppressions(CHANGES, run_id)
+        }
+        assert listed == {
+            key: (*moved[key], "recycled_suspect" if key in recycled else "dead") for key in recycled | dead
+        }
+        # The asset event that started the run carries the refresh's true counts.
+        (event,) = [e for e in consumed_events(d, CHANGES, run_id) if e["source_run_id"] == second]
+        extra = event["extra"]
+        assert (extra["table"], extra["status_changes"], extra["recycled_suspects"]) == (
+            TABLE,
+            len(moved),
+            len(recycled),
+        )
+        assert extra["changes_by_transition"] == dict(Counter(f"{old}->{new}" for old, new in moved.values()))
+        assert extra["paid_lookups"] == len(numbers)
+
+        # Nothing changes: the next refresh has nothing due, its window holds no change.
+        third = trigger(d, REVALIDATION)
+        succeeded(d, REVALIDATION, third)
+        consumer = wait_for_asset_run(d, CHANGES, REVALIDATION, third)
+        assert consumer["state"] == "success", report(d, CHANGES, consumer["dag_run_id"])
+        again = xcom(d, CHANGES, consumer["dag_run_id"], CHANGES_TASK)
+        assert (again["rows_changed"], again["rows_suppressed"]) == (0, 0), again
+        assert again["since"] == counts["until"]
+        assert wh.suppressions(CHANGES, consumer["dag_run_id"]) == []
+        for dag_id, run in ((CHANGES, run_id), (REVALIDATION, second)):
+            task = CHANGES_TASK if dag_id == CHANGES else "crm__customers.check_dead_share"
+            assert_no_whole_number(task_log(d, dag_id, run, task), phones)
+    finally:
+        d.sandbox.configure(world=0)  # other tests share the sandbox

@@ -7,6 +7,7 @@ its own holding numbers no other test uses, so tests can filter on it and pay fo
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,10 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.numbers import parse_number
 from airflow_provider_phonestatus.sandbox.customers import messy_phones
 from airflow_provider_phonestatus.warehouse.runlog import runs_table
+
+#: The side tables of the example DAGs, by their defaults (the deployment sets no Variable for them).
+RESULTS_TABLE = "phone_status_results"
+SUPPRESSIONS_TABLE = "phone_status_suppressions"
 
 
 def distinct_mobiles(phones: list[Any]) -> set[str]:
@@ -47,7 +52,11 @@ class Warehouse:
 
     def add(self, region: str, rows: int, distinct: int, seed: int) -> list[str | None]:
         """Insert messy rows of ``distinct`` new numbers under ``region``; returns their phones."""
-        phones = self.claim(list(messy_phones(rows, distinct, seed=seed)))
+        return self.add_phones(region, list(messy_phones(rows, distinct, seed=seed)))
+
+    def add_phones(self, region: str, phones: list[str | None]) -> list[str | None]:
+        """Insert a row per phone value under ``region`` (numbers new to the table); returns them."""
+        phones = self.claim(phones)
         with self.engine.begin() as conn:
             start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(self.table.c.id), 0))).scalar_one()
             conn.execute(
@@ -70,6 +79,24 @@ class Warehouse:
             query = sa.select(table).order_by(table.c.id)
             if region is not None:
                 query = query.where(table.c.region == region)
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def age(self, region: str, checked_at: dt.datetime) -> None:
+        """Make every status of ``region`` old: its rows' ``phone_checked_at`` and its numbers'
+        answers in the results store (``phone_status_results``, the default) say ``checked_at``."""
+        numbers = distinct_mobiles([r["phone"] for r in self.rows(region)])
+        with self.engine.begin() as conn:
+            table = sa.Table("customers", sa.MetaData(), schema="crm", autoload_with=conn)
+            conn.execute(table.update().where(table.c.region == region).values(phone_checked_at=checked_at))
+            store = sa.Table(RESULTS_TABLE, sa.MetaData(), autoload_with=conn)
+            conn.execute(store.update().where(store.c.national.in_(numbers)).values(checked_at=checked_at))
+
+    def suppressions(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The suppression list's entries that a run of ``dag_id`` recorded (the table the
+        Variable ``phonestatus_suppressions_table`` names by default)."""
+        with self.engine.connect() as conn:
+            table = sa.Table(SUPPRESSIONS_TABLE, sa.MetaData(), autoload_with=conn)
+            query = sa.select(table).where(table.c.dag_id == dag_id, table.c.run_id == run_id)
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def run_log(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
