@@ -37,7 +37,12 @@ from airflow_provider_phonestatus.summary import RunSummary
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.due import DueList
 from airflow_provider_phonestatus.warehouse.lookups import LookupLedger, RunIdentity
-from airflow_provider_phonestatus.warehouse.store import STORED_COLUMNS, ResultStore, StoredValues
+from airflow_provider_phonestatus.warehouse.store import (
+    REJECTED_HISTORY,
+    STORED_COLUMNS,
+    ResultStore,
+    StoredValues,
+)
 from airflow_provider_phonestatus.warehouse.target import TargetTable
 from airflow_provider_phonestatus.warehouse.write_behind import WriteBehind
 from airflow_provider_phonestatus.warehouse.writer import RowWriter
@@ -246,7 +251,7 @@ class TableRefresh:
         for national, rows in fresh_needed.items():
             if (answer := stored.get(national)) is not None:
                 if answer[0] == _REJECTED:
-                    self._emit_all(rows, answer)
+                    self._emit_all(rows, (*answer[:_PREVIOUS], *REJECTED_HISTORY))  # type: ignore[arg-type]
                 else:  # _emit_all's common case, inline: most rows of a large table end here
                     written.append((answer, rows))
                     self._row_count += len(rows)

@@ -327,3 +327,43 @@ def test_the_ledger_reconciles_with_the_bill_per_day_run_and_dag(
     assert {r["national"] for r in lines} == {f"{o['number'][:3]}****{o['number'][-4:]}" for o in billed}
     tomorrow = today + dt.timedelta(days=1)
     assert ledger_cli("--conn-id", warehouse.conn_id, "--table", shared, "--from", str(tomorrow)) == []
+
+
+def test_a_rejection_is_neither_a_previous_status_nor_a_change(
+    warehouse: Warehouse, vendor: SandboxServer
+) -> None:
+    layout = Layout(warehouse, beside=False)
+    number = "13800138001"  # active by the truth table
+    first, second = customers(warehouse, [number]), customers(warehouse, [f"+86 {number}"])
+    for name in (first, second):
+        layout.register(name)
+    store = {"results_table": f"{first}_store", "lookups_table": f"{first}_lookups"}
+    assert run_task(**layout.kwargs(first, **store))[0] == "success"
+
+    vendor.set_truth(number, {"code": 400, "message": "手机号格式错误"})  # the vendor refuses it now
+    age_everything(warehouse, layout, first)
+    state, refused = run_task(**layout.kwargs(first, **store))
+    assert state == "success" and refused is not None and refused["failures"] == 1
+    assert layout.rows(first)[0]["phone_status"] == "active"  # a refusal never replaces a status
+    # Another table meets the number: the stored refusal answers it, without history.
+    state, _ = run_task(**layout.kwargs(second, **store))
+    row = layout.rows(second)[0]
+    assert (row["phone_status"], row["phone_previous_status"], row["phone_status_changed_at"]) == (
+        "rejected",
+        None,
+        None,
+    )
+    assert flag(row["phone_recycled_suspect"]) is False
+
+    vendor.set_truth(number, None)  # answered again: compared with the last vendor status
+    age_everything(warehouse, layout, first)
+    state, again = run_task(**layout.kwargs(first, **store))
+    assert state == "success" and again is not None and again["status_changes"] == 0
+    row = layout.rows(first)[0]
+    assert (row["phone_status"], row["phone_previous_status"], row["phone_status_changed_at"]) == (
+        "active",
+        "active",
+        None,
+    )
+    ledger = owned_rows(warehouse, f"{first}_lookups")
+    assert [r["previous_status"] for r in sorted(ledger, key=lambda r: r["checked_at"])] == [None, "active"]

@@ -20,10 +20,10 @@ class StatusColumns:
     ported: str = "phone_ported"  #: boolean
     checked_at: str = "phone_checked_at"  #: naive UTC timestamp of the answer
     order_no: str = "phone_order_no"  #: vendor transaction id
-    checked_value: str = "phone_checked_value"  #: the phone value (as text) that was checked
     previous_status: str = "phone_previous_status"  #: the number's vendor status before this answer
     status_changed_at: str = "phone_status_changed_at"  #: current status first seen after another
     recycled_suspect: str = "phone_recycled_suspect"  #: cancelled before, live now (二次号)
+    checked_value: str = "phone_checked_value"  #: the phone value (as text) that was checked
 
     def names(self) -> dict[str, str]:
         """Role -> column name."""
@@ -39,10 +39,10 @@ class StatusColumns:
             "ported": sa.Boolean(),
             "checked_at": TIMESTAMP,
             "order_no": sa.String(64),
-            "checked_value": sa.String(64),
             "previous_status": sa.String(32),
             "status_changed_at": TIMESTAMP,
             "recycled_suspect": sa.Boolean(),
+            "checked_value": sa.String(64),
         }
 
     @classmethod

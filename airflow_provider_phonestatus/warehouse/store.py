@@ -106,16 +106,12 @@ class ResultStore(OwnedTable):
         ``ported`` and ``checked_at`` come as the driver reads them (SQLite: 0/1 and the ISO text
         SQLAlchemy stores; no column here is converted, so ``fetch_all`` gives the driver's rows);
         ``RowWriter`` converts them only where the target column would bind them differently.
-        Unknown carriers read as ``unknown``, as :meth:`fresh` reads them. A stored rejection
-        reads without history: it is neither a previous status nor a change.
+        Unknown carriers read as ``unknown``, as :meth:`fresh` reads them. The history of a
+        stored rejection is the number's last vendor status, carried on for the next answer: no
+        row is written with it (``REJECTED_HISTORY``).
         """
         t = self.table
         carrier = t.c.carrier
-        vendor = t.c.status != PhoneStatus.REJECTED.value
-
-        def history(column: sa.ColumnElement[Any], otherwise: Any = None) -> sa.ColumnElement[Any]:
-            value = sa.case((vendor, column), else_=otherwise)
-            return sa.type_coerce(value, sa.types.NullType()).label(column.key)
 
         columns = (
             t.c.national,
@@ -128,9 +124,11 @@ class ResultStore(OwnedTable):
             sa.type_coerce(t.c.ported, sa.types.NullType()).label("ported"),
             sa.type_coerce(t.c.checked_at, sa.types.NullType()).label("checked_at"),
             t.c.order_no,
-            history(t.c.previous_status),
-            history(t.c.status_changed_at),
-            history(sa.func.coalesce(t.c.recycled_suspect, sa.false()).label("recycled_suspect"), sa.false()),
+            t.c.previous_status,
+            sa.type_coerce(t.c.status_changed_at, sa.types.NullType()).label("status_changed_at"),
+            sa.type_coerce(sa.func.coalesce(t.c.recycled_suspect, sa.false()), sa.types.NullType()).label(
+                "recycled_suspect"
+            ),
         )
         rows = self._fresh_rows(conn, nationals, policy, now, columns)
         return {row[0]: row[1:] for row in rows}  # type: ignore[misc]  # the columns above
@@ -339,6 +337,9 @@ STORED_COLUMNS = (
     "status_changed_at",
     "recycled_suspect",
 )
+#: The history values a row answered by a stored rejection is written with: none (a rejection
+#: is neither a previous status nor a change).
+REJECTED_HISTORY = (None, None, False)
 #: What the store held of a number before a new answer: (status, checked_at, previous_status,
 #: previous_checked_at, status_changed_at), as ``history.follow`` takes it.
 _Old = tuple[str | None, dt.datetime | None, str | None, dt.datetime | None, dt.datetime | None]

@@ -132,12 +132,22 @@ def json_columns(
     and times as ``str`` writes them; DuckDB reads a JSON ``true`` as the text ``true``) and are
     cast to the column's type in SQL.
     """
-    selected: list[sa.ColumnElement[Any]] = [
-        sa.cast(sa.func.unnest(json_texts(sa.bindparam(f"j_{i}", type_=sa.Text))), t)
-        for i, t in enumerate(types)
-    ]
-    columns = zip(*rows, strict=True) if rows else [() for _ in types]
-    params = {f"j_{i}": json.dumps(list(column), default=str) for i, column in enumerate(columns)}
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in types]
+    # a column of one value on every row (NULL history, a false flag) is bound once, not unnested,
+    # as long as another column is unnested (it makes the rows)
+    same = [len(c) > 1 and c.count(c[0]) == len(c) for c in columns]
+    if all(same):
+        same[0] = False
+    selected: list[sa.ColumnElement[Any]] = []
+    params: dict[str, Any] = {}
+    for i, (column_type, column) in enumerate(zip(types, columns, strict=True)):
+        name = f"j_{i}"
+        if same[i]:
+            selected.append(sa.cast(sa.bindparam(name, type_=column_type), column_type))
+            params[name] = column[0]
+            continue
+        selected.append(sa.cast(sa.func.unnest(json_texts(sa.bindparam(name, type_=sa.Text))), column_type))
+        params[name] = json.dumps(list(column), default=str)
     return selected, params
 
 

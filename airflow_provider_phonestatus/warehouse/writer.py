@@ -11,6 +11,7 @@ caller commits.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,9 +145,9 @@ class RowWriter:
         """The UPDATE by key (in place) or the upsert by key (SQLite), and the bind parameter
         name of each of :attr:`_fields`."""
         values, names = self._bound()
-        if self._target.in_place:
-            status = {c: p for c, p in values.items() if c not in self._keys}
-            return sa.update(self._table).where(*self._by_key(values)).values(status), names
+        if self._target.in_place:  # SET in the order of a record's values: no reordering per row
+            status = [(c, p) for c, p in values.items() if c not in self._keys]
+            return sa.update(self._table).where(*self._by_key(values)).ordered_values(*status), names
         return self._upsert(sqlite.insert(self._table).values(values)), names
 
     def _upsert(self, insert: Any) -> sa.Insert:
@@ -210,8 +211,8 @@ class RowWriter:
     def _write_sqlite(self, conn: sa.Connection, plan: _Plan, batch: list[tuple[Any, ...]]) -> int:
         """:meth:`_write_each` on SQLite: the same UPDATE run by sqlite3's executemany in-process,
         with values :class:`Records` already converted."""
-        if plan.order != list(range(len(plan.order))):
-            batch = [tuple(row[i] for i in plan.order) for row in batch]
+        if plan.order != list(range(len(plan.order))):  # e.g. an INSERT in the table's column order
+            batch = list(map(operator.itemgetter(*plan.order), batch))
         return conn.exec_driver_sql(plan.sql, batch).rowcount
 
     def _write_staged(self, conn: sa.Connection, batch: list[tuple[Any, ...]], copy: bool = False) -> int:
