@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from airflow_provider_phonestatus.revalidation import to_naive_utc
 from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
 from airflow_provider_phonestatus.warehouse.owned import TIMESTAMP, OwnedTable
+from airflow_provider_phonestatus.warehouse.runlog import identity_columns
 from airflow_provider_phonestatus.warehouse.table import bulk_insert, new_table, text_lengths
 
 DEFAULT_NAME = "phone_status_lookups"
@@ -60,12 +61,7 @@ def lookups_table(name: str = DEFAULT_NAME) -> sa.Table:
         sa.Column("previous_status", sa.String(32)),
         sa.Column("previous_checked_at", TIMESTAMP),
         sa.Column("run_uid", sa.String(36), nullable=False),
-        sa.Column("dag_id", sa.String(250), nullable=False),
-        sa.Column("task_id", sa.String(250), nullable=False),
-        sa.Column("run_id", sa.String(250), nullable=False),
-        sa.Column("map_index", sa.Integer, nullable=False),
-        sa.Column("try_number", sa.Integer, nullable=False),
-        sa.Column("table_name", sa.String(250), nullable=False),
+        *identity_columns(),
     )
 
 

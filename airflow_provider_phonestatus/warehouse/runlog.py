@@ -25,17 +25,22 @@ STATES = ("running", "success", "failed", "dry_run")
 _ERROR_LENGTH = 255
 
 
+def identity_columns() -> list[sa.Column[Any]]:
+    """Which Airflow task run, over which table: columns of the run log and of the lookup ledger."""
+    return [
+        *(sa.Column(name, sa.String(250), nullable=False) for name in ("dag_id", "task_id", "run_id")),
+        sa.Column("map_index", sa.Integer, nullable=False),
+        sa.Column("try_number", sa.Integer, nullable=False),
+        sa.Column("table_name", sa.String(250), nullable=False),
+    ]
+
+
 def runs_table(name: str = DEFAULT_NAME) -> sa.Table:
     """The run log's table definition; ``name`` may be ``schema.table``."""
     return new_table(
         name,
         sa.Column("run_uid", sa.String(36), primary_key=True, autoincrement=False),
-        sa.Column("dag_id", sa.String(250), nullable=False),
-        sa.Column("task_id", sa.String(250), nullable=False),
-        sa.Column("run_id", sa.String(250), nullable=False),
-        sa.Column("map_index", sa.Integer, nullable=False),
-        sa.Column("try_number", sa.Integer, nullable=False),
-        sa.Column("table_name", sa.String(250), nullable=False),
+        *identity_columns(),
         sa.Column("started_at", TIMESTAMP, nullable=False),
         sa.Column("ended_at", TIMESTAMP),
         sa.Column("state", sa.String(16), nullable=False),
