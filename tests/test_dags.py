@@ -28,11 +28,11 @@ from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
 from airflow_provider_phonestatus.numbers import parse_number
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
-from airflow_provider_phonestatus.sandbox.truth import expected
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
 from tests.airflow_run import test_dag_file
 from tests.conftest import FAST_RATE as RATE
 from tests.db import Warehouse, customers, table_rows
+from tests.documented import true_status
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -749,21 +749,6 @@ def test_new_and_changed_rows_are_checked_after_a_load(
     ]
     assert all(r["phone_checked_at"] == old for r in rows[1 : len(phones)])  # old rows left alone
     assert asset_events(f"phonestatus://{name}/", second.run_id) == 1
-
-
-#: The vendor's result codes as the README's table gives them (not the provider's own mapping).
-STATUS_OF_RESULT = {
-    "0": "not_in_service",
-    "1": "active",
-    "2": "suspended",
-    "3": "unavailable",
-    "4": "pending_cancellation",
-    "5": "powered_off",
-}
-
-
-def true_status(number: str, world: int) -> str:
-    return STATUS_OF_RESULT[expected(number, world=world)["result"]]
 
 
 @SQL_WAREHOUSES

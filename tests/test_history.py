@@ -20,28 +20,14 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_provider_phonestatus.sandbox import SandboxServer
-from airflow_provider_phonestatus.sandbox.truth import expected
 from tests.db import Layout, Warehouse, customers
+from tests.documented import LIVE, true_status
 from tests.test_operator import run_task
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-#: The vendor's result codes as the README documents them.
-STATUS = {
-    "0": "not_in_service",
-    "1": "active",
-    "2": "suspended",
-    "3": "unavailable",
-    "4": "pending_cancellation",
-    "5": "powered_off",
-}
-LIVE = {"active", "suspended", "unavailable", "powered_off"}
 #: When the rows and the store were last checked, before a run over aged rows.
 LONG_AGO = dt.datetime(2024, 1, 1, 8, 0, 0)
-
-
-def truth(national: str, world: int) -> str:
-    return STATUS[expected(national, world=world)["result"]]
 
 
 def numbers() -> list[str]:
@@ -127,7 +113,7 @@ def test_changes_are_seen_on_every_row_counted_and_billed_once(
         if national is None:
             assert row["phone_previous_status"] is None and row["phone_status_changed_at"] is None
             continue
-        before, now = truth(national, 0), truth(national, 1)
+        before, now = true_status(national, 0), true_status(national, 1)
         assert row["phone_status"] == now
         assert row["phone_previous_status"] == before
         changed = before != now
@@ -150,8 +136,8 @@ def test_changes_are_seen_on_every_row_counted_and_billed_once(
     second_run = [r for r in ledger if r["previous_status"] is not None]
     assert len(second_run) == len(nationals) == len(ledger) // 2
     for entry in second_run:
-        assert entry["previous_status"] == truth(entry["national"], 0)
-        assert entry["status"] == truth(entry["national"], 1)
+        assert entry["previous_status"] == true_status(entry["national"], 0)
+        assert entry["status"] == true_status(entry["national"], 1)
         assert entry["previous_checked_at"] == LONG_AGO
     assert {r["run_uid"] for r in ledger} == {r["run_uid"] for r in runs}
 
@@ -162,7 +148,7 @@ def test_changes_are_seen_on_every_row_counted_and_billed_once(
     assert state == "success" and third is not None and third["status_changes"] == 0
     for row in layout.rows(name):
         if (national := national_of(row["phone"])) is not None:
-            assert row["phone_previous_status"] == truth(national, 1)
+            assert row["phone_previous_status"] == true_status(national, 1)
             assert row["phone_status_changed_at"] == seen[row["id"]]
             assert flag(row["phone_recycled_suspect"]) is False
 
@@ -340,7 +326,7 @@ def test_a_rejection_is_neither_a_previous_status_nor_a_change(
     store = {"results_table": f"{first}_store", "lookups_table": f"{first}_lookups"}
     assert run_task(**layout.kwargs(first, **store))[0] == "success"
 
-    vendor.set_truth(number, {"code": 400, "message": "手机号格式错误"})  # the vendor refuses it now
+    vendor.set_true_status(number, {"code": 400, "message": "手机号格式错误"})  # the vendor refuses it now
     age_everything(warehouse, layout, first)
     state, refused = run_task(**layout.kwargs(first, **store))
     assert state == "success" and refused is not None and refused["failures"] == 1
@@ -355,7 +341,7 @@ def test_a_rejection_is_neither_a_previous_status_nor_a_change(
     )
     assert flag(row["phone_recycled_suspect"]) is False
 
-    vendor.set_truth(number, None)  # answered again: compared with the last vendor status
+    vendor.set_true_status(number, None)  # answered again: compared with the last vendor status
     age_everything(warehouse, layout, first)
     state, again = run_task(**layout.kwargs(first, **store))
     assert state == "success" and again is not None and again["status_changes"] == 0

@@ -19,7 +19,6 @@ import pytest
 
 from airflow_provider_phonestatus.numbers import mask_number, parse_number
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
-from airflow_provider_phonestatus.sandbox.truth import expected
 from tests.deployment.deployment import PLAN_PER_MINUTE, POOL_COMMAND, ROOT, WINDOW_MINUTES, Deployment
 from tests.deployment.runs import (
     consumed_events,
@@ -33,6 +32,7 @@ from tests.deployment.runs import (
     xcom,
 )
 from tests.deployment.warehouse import Warehouse, distinct_mobiles
+from tests.documented import DEAD, LIVE, true_status
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
@@ -44,18 +44,6 @@ CONSUMER = "deployment_status_consumer"
 CHANGES = "phone_status_changes"
 CHANGES_TASK = "suppress_changes__crm__customers"
 TABLE = "crm.customers"
-#: The vendor's result codes as the README's table gives them, and the statuses it calls dead.
-STATUS_OF_RESULT = {
-    "0": "not_in_service",
-    "1": "active",
-    "2": "suspended",
-    "3": "unavailable",
-    "4": "pending_cancellation",
-    "5": "powered_off",
-}
-DEAD = {"not_in_service", "suspended", "pending_cancellation"}
-#: Lines someone holds: after ``not_in_service``, a recycled-number suspect (README).
-LIVE = {"active", "suspended", "unavailable", "powered_off"}
 
 
 def manual_conf(region: str) -> dict[str, Any]:
@@ -210,11 +198,6 @@ def test_control_without_the_pool_the_same_runs_overlap_and_are_throttled(
         d.cli(*shlex.split(POOL_COMMAND)[1:], check=True)
     assert span(second)[0] < span(first)[1], "the checks did not overlap: the control proves nothing"
     assert d.sandbox.ledger()["throttled"] > 0
-
-
-def true_status(national: str, world: int) -> str:
-    """The status of a mobile number in the sandbox's ``world``, by its documented truth."""
-    return STATUS_OF_RESULT[expected(national, world=world)["result"]]
 
 
 def changes_numbers() -> list[str]:
