@@ -326,7 +326,7 @@ def test_a_rejection_is_neither_a_previous_status_nor_a_change(
     store = {"results_table": f"{first}_store", "lookups_table": f"{first}_lookups"}
     assert run_task(**layout.kwargs(first, **store))[0] == "success"
 
-    vendor.set_true_status(number, {"code": 400, "message": "手机号格式错误"})  # the vendor refuses it now
+    vendor.set_truth(number, {"code": 400, "message": "手机号格式错误"})  # the vendor refuses it now
     age_everything(warehouse, layout, first)
     state, refused = run_task(**layout.kwargs(first, **store))
     assert state == "success" and refused is not None and refused["failures"] == 1
@@ -341,7 +341,7 @@ def test_a_rejection_is_neither_a_previous_status_nor_a_change(
     )
     assert flag(row["phone_recycled_suspect"]) is False
 
-    vendor.set_true_status(number, None)  # answered again: compared with the last vendor status
+    vendor.set_truth(number, None)  # answered again: compared with the last vendor status
     age_everything(warehouse, layout, first)
     state, again = run_task(**layout.kwargs(first, **store))
     assert state == "success" and again is not None and again["status_changes"] == 0
