@@ -58,10 +58,13 @@ class LookupStats:
 class LookupClient:
     """Sends lookups for distinct national numbers; one instance per hook."""
 
-    def __init__(self, settings: PhoneStatusSettings, stats: LookupStats | None = None) -> None:
+    def __init__(
+        self, settings: PhoneStatusSettings, stats: LookupStats | None = None, pacer: Pacer | None = None
+    ) -> None:
         self.settings = settings
         self.stats = stats if stats is not None else LookupStats()
-        self.pacer = Pacer(settings.rate_limit_per_minute)
+        #: this client's own pacer, or one shared with other hooks (:mod:`~.shared_pacing`)
+        self.pacer = pacer if pacer is not None else Pacer(settings.rate_limit_per_minute)
         #: Moving average of seconds per exchange (0 until the first): how many requests must be in
         #: flight to keep the plan rate (see :class:`~.batch.LookupBatch`).
         self.latency = 0.0

@@ -62,3 +62,10 @@ class VendorUnavailable(BatchStopped):
     but possibly passing (an outage), so Airflow may retry the task."""
 
     cause = "vendor_unavailable"
+
+
+class RateLimiterUnavailable(BatchStopped):
+    """The shared rate limit's Redis cannot be reached: no request may start without it, since
+    the other tasks on the key would not see it. Possibly passing, so Airflow may retry."""
+
+    cause = "rate_limit_unavailable"

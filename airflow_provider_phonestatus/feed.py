@@ -64,15 +64,23 @@ def event_extra(run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def attach(context: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+def attach(
+    context: Mapping[str, Any], run: Mapping[str, Any], asset_uri: str | None = None
+) -> dict[str, Any]:
     """Put :func:`event_extra` of ``run`` on the events of the running task's Asset outlets
-    (``context["outlet_events"][asset].extra``); returns the extra."""
-    from airflow.sdk import Asset
+    (``context["outlet_events"][asset].extra``), and emit ``asset_uri``'s event with it through
+    each of its AssetAlias outlets (a task mapped over tables names its asset at run time);
+    returns the extra."""
+    from airflow.sdk import Asset, AssetAlias
 
     extra = event_extra(run)
     for outlet in getattr(context["task"], "outlets", None) or ():
         if isinstance(outlet, Asset):
             context["outlet_events"][outlet].extra.update(extra)
+        elif isinstance(outlet, AssetAlias):
+            if asset_uri is None:
+                raise ValueError(f"the asset alias {outlet.name!r} needs the asset to emit")
+            context["outlet_events"][outlet].add(Asset(asset_uri), extra=extra)
     return extra
 
 

@@ -37,6 +37,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "schema": {"type": ["integer", "null"], "minimum": 1},
         "description": "Requests in flight at once; empty derives it from the rate limit.",
     },
+    "rate_limit_redis_conn_id": {
+        "label": "Shared rate limit: Redis connection id",
+        "schema": {"type": ["string", "null"]},
+        "description": "Share the rate limit with every task and deployment using this key, "
+        "through this Redis connection (pip install 'airflow-provider-phonestatus[redis]').",
+    },
 }
 
 #: Which standard fields the form shows, and under which labels.

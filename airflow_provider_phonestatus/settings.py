@@ -41,6 +41,9 @@ class PhoneStatusSettings:
     max_consecutive_failures: int = 10  #: numbers in a row failed or rejected before the batch stops
     proxy: str | None = None
     verify_ssl: bool = True
+    #: An Airflow Redis connection: every hook on this API key, in every process, shares one
+    #: limit through it (:mod:`~.shared_pacing`); None paces each hook on its own.
+    rate_limit_redis_conn_id: str | None = None
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.base_url).scheme

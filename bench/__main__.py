@@ -22,6 +22,7 @@ from bench.common import REGISTRY, Result, isolate_airflow_home
 #: Modules whose benchmarks register on import, in the order they run.
 MODULES = (
     "bench.hook_pacing",
+    "bench.shared_pacing",
     "bench.parsing",
     "bench.operator_waste",
     "bench.operator_ledger",

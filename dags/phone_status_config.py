@@ -22,6 +22,9 @@ DAG files: the DAG processor, the scheduler and the workers.
 ``PHONESTATUS_SCHEDULE``           cron of the nightly revalidation: ``0 2 * * *``
 ``PHONESTATUS_TIMEZONE``           the cron's time zone: ``Asia/Shanghai``
 ``PHONESTATUS_POOL``               pool of every task that calls the API: ``phonestatus_api``
+``PHONESTATUS_PARALLEL_TABLES``    ``true``: the nightly DAG refreshes every table at once (a
+                                   mapped task group outside the pool); needs the connection's
+                                   shared limit, ``rate_limit_redis_conn_id``: ``false``
 ``PHONESTATUS_MANUAL_MAX_CHECKS``  upper bound of "max checks" in the manual form: ``10000``
 =================================  ========================================================
 
@@ -68,6 +71,7 @@ ENV_SCHEDULE = "PHONESTATUS_SCHEDULE"
 ENV_TIMEZONE = "PHONESTATUS_TIMEZONE"
 ENV_POOL = "PHONESTATUS_POOL"
 ENV_MANUAL_MAX_CHECKS = "PHONESTATUS_MANUAL_MAX_CHECKS"
+ENV_PARALLEL_TABLES = "PHONESTATUS_PARALLEL_TABLES"
 
 DEFAULT_TABLES: dict[str, dict[str, Any]] = {"crm.customers": {"key_column": "id", "phone_column": "phone"}}
 DEFAULT_WAREHOUSE_CONN_ID = "warehouse_default"
@@ -78,6 +82,9 @@ DEFAULT_SCHEDULE = "0 2 * * *"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_POOL = "phonestatus_api"
 DEFAULT_MANUAL_MAX_CHECKS = 10_000
+#: The alias through which the parallel nightly DAG's mapped checks emit each table's status asset
+#: (a mapped task has one list of outlets; the alias names the table's asset at run time).
+STATUS_ALIAS = "phonestatus_table_statuses"
 
 # -- run time: Airflow Variables -----------------------------------------------------------------
 
@@ -241,6 +248,31 @@ def manual_max_checks_limit() -> int:
     if value < 0:
         raise ConfigError(f"{ENV_MANUAL_MAX_CHECKS} must not be negative")
     return value
+
+
+def parallel_tables() -> bool:
+    """``PHONESTATUS_PARALLEL_TABLES``: true/false (yes/no, on/off, 1/0); anything else is an error."""
+    raw = _env(ENV_PARALLEL_TABLES, "false").lower()
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{ENV_PARALLEL_TABLES} must be true or false, got {raw!r}")
+    return raw in _TRUE
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def table_arguments() -> list[dict[str, Any]]:
+    """One mapping per allow-listed table, for a task group mapped over the tables."""
+    return [
+        {
+            "table": t.name,
+            "key_column": t.operator_key_column(),
+            "phone_column": t.phone_column,
+            "status_asset": t.status_asset_uri,
+        }
+        for t in tables().values()
+    ]
 
 
 def default_args(**more: Any) -> dict[str, Any]:

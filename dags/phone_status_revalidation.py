@@ -15,6 +15,17 @@ time: at 60/min a 4 h window pays for at most 14,400 lookups (a 24 h window: 86,
 opens when the DAG run starts, so with several tables each task gets what the previous ones left.
 What does not fit stays due, most urgent first, for the next night.
 
+**Many tables at once** (``PHONESTATUS_PARALLEL_TABLES=true``, for a connection whose rate limit
+is shared through Redis: ``rate_limit_redis_conn_id``): the two tasks above form one task group,
+``tables``, mapped over the allow-list (``tables.refresh``, ``tables.check_dead_share``, one map
+index per table), outside the pool. Every table starts when the run does and gets an equal share
+of the plan while it has numbers to pay for (the shared limit serves the competing tasks in
+turn); a table that is done leaves its share to the others. So each refresh's budget is the whole
+window (``max_checks`` = plan x minutes left, ``time_budget`` = seconds left): the limit divides
+it, and together they never exceed it. A refresh whose connection has no shared limit fails
+before its first request (``shared_rate_limit=True``). The checks emit each table's asset
+through the alias ``phonestatus_table_statuses`` (a mapped task has one list of outlets).
+
 **check_dead_share**: reads the run log and compares this run's refresh with the refresh of the
 previous *successful DAG run*. Dead numbers are ``not_in_service + suspended +
 pending_cancellation``, as a share of the rows the vendor answered (the seven vendor statuses;
@@ -60,7 +71,7 @@ from typing import Any
 import pendulum
 import phone_status_config as cfg
 import sqlalchemy as sa
-from airflow.sdk import DAG, TaskGroup, task
+from airflow.sdk import DAG, AssetAlias, TaskGroup, task, task_group
 
 from airflow_provider_phonestatus import feed
 from airflow_provider_phonestatus.operators.phonestatus import PhoneStatusCheckOperator
@@ -76,6 +87,8 @@ except ImportError:  # Airflow 3.1
 DAG_ID = "phone_status_revalidation"
 REFRESH_TASK = "refresh"
 CHECK_TASK = "check_dead_share"
+#: The mapped task group of ``PHONESTATUS_PARALLEL_TABLES=true``: ``tables.refresh[i]``.
+PARALLEL_GROUP = "tables"
 
 #: Statuses that say the line is gone or going; ``unavailable`` is deliberately not one of them.
 DEAD_STATUSES = feed.DEAD_STATUSES
@@ -119,9 +132,10 @@ def judge(
 
 
 @task(task_id=CHECK_TASK)
-def check_dead_share(table: str, refresh_task_id: str) -> dict[str, Any]:
+def check_dead_share(table: str, refresh_task_id: str, status_asset: str | None = None) -> dict[str, Any]:
     """Compare this run's dead share with the previous successful DAG run's; warn or fail. On
-    success the table's asset event carries the refresh's counts and times."""
+    success the table's asset event carries the refresh's counts and times (``status_asset``:
+    emitted through the task's asset alias, for a check mapped over tables)."""
     from airflow.sdk import get_current_context
 
     context = get_current_context()
@@ -162,7 +176,8 @@ def check_dead_share(table: str, refresh_task_id: str) -> dict[str, Any]:
         log.warning("%s: above the warn threshold", text)
     else:
         log.info("%s", text)
-    feed.attach(context, this)  # the asset event's extra: this refresh, for DAGs scheduled on it
+    # the asset event's extra: this refresh, for DAGs scheduled on it
+    feed.attach(context, this, status_asset)
     return result
 
 
@@ -217,6 +232,28 @@ def _describe(table: str, result: dict[str, Any]) -> str:
     )
 
 
+@task_group(group_id=PARALLEL_GROUP)
+def revalidate_table(table: str, key_column: Any, phone_column: str, status_asset: str) -> None:
+    """Refresh and check one table; mapped over the allow-list, every table runs at once, each
+    taking a fair share of the key's shared rate limit (no pool)."""
+    refresh = PhoneStatusCheckOperator(
+        task_id=REFRESH_TASK,
+        conn_id=cfg.warehouse_conn_id(),
+        table=table,
+        key_column=key_column,
+        phone_column=phone_column,
+        max_checks=cfg.MAX_CHECKS_TEMPLATE,
+        time_budget=cfg.TIME_BUDGET_TEMPLATE,
+        shared_rate_limit=True,  # fails before any request if the connection's limit is not shared
+        retries=2,
+        retry_delay=dt.timedelta(minutes=15),
+    )
+    check = check_dead_share.override(outlets=[AssetAlias(cfg.STATUS_ALIAS)])(
+        table=table, refresh_task_id=refresh.task_id, status_asset=status_asset
+    )
+    refresh >> check
+
+
 with DAG(
     dag_id=DAG_ID,
     description="Nightly phone-status revalidation within the plan's rate, with a dead-share check",
@@ -229,21 +266,24 @@ with DAG(
     tags=["phonestatus"],
     doc_md=__doc__,
 ) as dag:
-    for table in cfg.tables().values():
-        with TaskGroup(group_id=table.slug, tooltip=f"revalidate {table.name}"):
-            refresh = PhoneStatusCheckOperator(
-                task_id=REFRESH_TASK,
-                conn_id=cfg.warehouse_conn_id(),
-                table=table.name,
-                key_column=table.operator_key_column(),
-                phone_column=table.phone_column,
-                max_checks=cfg.MAX_CHECKS_TEMPLATE,
-                time_budget=cfg.TIME_BUDGET_TEMPLATE,
-                pool=cfg.pool_name(),  # the check below sends nothing and needs no slot
-                retries=2,  # a vendor outage: the retry pays only for what was not saved
-                retry_delay=dt.timedelta(minutes=15),
-            )
-            check = check_dead_share.override(outlets=[table.status_asset()])(
-                table=table.name, refresh_task_id=refresh.task_id
-            )
-            refresh >> check
+    if cfg.parallel_tables():
+        revalidate_table.expand_kwargs(cfg.table_arguments())
+    else:
+        for table in cfg.tables().values():
+            with TaskGroup(group_id=table.slug, tooltip=f"revalidate {table.name}"):
+                refresh = PhoneStatusCheckOperator(
+                    task_id=REFRESH_TASK,
+                    conn_id=cfg.warehouse_conn_id(),
+                    table=table.name,
+                    key_column=table.operator_key_column(),
+                    phone_column=table.phone_column,
+                    max_checks=cfg.MAX_CHECKS_TEMPLATE,
+                    time_budget=cfg.TIME_BUDGET_TEMPLATE,
+                    pool=cfg.pool_name(),  # the check below sends nothing and needs no slot
+                    retries=2,  # a vendor outage: the retry pays only for what was not saved
+                    retry_delay=dt.timedelta(minutes=15),
+                )
+                check = check_dead_share.override(outlets=[table.status_asset()])(
+                    table=table.name, refresh_task_id=refresh.task_id
+                )
+                refresh >> check

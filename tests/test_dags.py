@@ -30,6 +30,7 @@ from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status, messy_phones
 from airflow_provider_phonestatus.warehouse.engine import sqlalchemy_engine
 from tests.airflow_run import test_dag_file
+from tests.conftest import FAST_EXTRA
 from tests.conftest import FAST_RATE as RATE
 from tests.db import Warehouse, customers, table_rows
 from tests.documented import true_status
@@ -57,6 +58,7 @@ PARSE_TIME_SETTINGS = (
     "PHONESTATUS_TIMEZONE",
     "PHONESTATUS_POOL",
     "PHONESTATUS_MANUAL_MAX_CHECKS",
+    "PHONESTATUS_PARALLEL_TABLES",
 )
 
 SQL_WAREHOUSES = pytest.mark.parametrize("warehouse", ["sqlite", "postgres"], indirect=True)
@@ -415,6 +417,13 @@ def test_parse_time_settings_reshape_the_dags(monkeypatch: pytest.MonkeyPatch) -
         "suppress_changes__leads": ["phonestatus://leads/"],
     }
 
+    # A typo in the parallel switch is an import error, not a silent "false".
+    monkeypatch.setenv("PHONESTATUS_PARALLEL_TABLES", "ture")
+    sys.modules.pop("phone_status_config", None)
+    errors = dagbag(DAGS_DIR).import_errors
+    assert any("PHONESTATUS_PARALLEL_TABLES" in e for e in errors.values()), errors
+    monkeypatch.delenv("PHONESTATUS_PARALLEL_TABLES")
+
     # A broken allow-list is an import error that says what is wrong, not a silent default.
     monkeypatch.setenv("PHONESTATUS_TABLES", json.dumps({"crm.customers; drop table x": {}}))
     sys.modules.pop("phone_status_config", None)
@@ -648,6 +657,50 @@ def test_nightly_revalidation_refreshes_the_table_and_its_check_warns_or_fails_o
     assert verdict["share"] == 1.0 and verdict["jump"] > 0.5
     assert asset_events(status_asset, third.run_id) == 1
     assert [r["state"] for r in run_log(warehouse, name)] == ["success"] * 3
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_parallel_nightly_maps_the_tables_on_the_shared_limit_and_emits_each_tables_asset(
+    warehouse: Warehouse, vendor: SandboxServer, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PHONESTATUS_PARALLEL_TABLES=true``: one mapped task group over the tables, no pool; it
+    refuses to spend the key without the shared limit, and with it refreshes every table and
+    emits each table's status asset through the alias."""
+    phones = {seed: list(messy_phones(60, 40, seed=seed)) for seed in (61, 62)}
+    names = [customers(warehouse, p) for p in phones.values()]
+    configure(monkeypatch, warehouse, names[0])
+    allow_list = {name: {"key_column": "id", "phone_column": "phone"} for name in names}
+    monkeypatch.setenv("PHONESTATUS_TABLES", json.dumps(allow_list))
+    monkeypatch.setenv("PHONESTATUS_PARALLEL_TABLES", "true")
+    vendor.configure(api_key="parallel-" + os.urandom(4).hex())
+    bag = dagbag(dags_folder)
+    assert bag.import_errors == {}
+    nightly = bag.dags[REVALIDATION]
+    refresh, check = nightly.get_task("tables.refresh"), nightly.get_task("tables.check_dead_share")
+    assert refresh.pool == "default_pool" and check.upstream_task_ids == {"tables.refresh"}
+    assert [type(o).__name__ for o in check.outlets] == ["AssetAlias"]
+
+    # Without the shared limit the tables would each take the whole plan: nothing is sent.
+    conn = {"conn_type": "phonestatus", "host": vendor.url, "password": vendor.config.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_DEFAULT", json.dumps({**conn, "extra": FAST_EXTRA}))
+    refused = run_dag(dags_folder, REVALIDATION)
+    assert str(refused.state) == "failed" and vendor.ledger()["requests"] == 0
+
+    shared = {**FAST_EXTRA, "rate_limit_redis_conn_id": "phonestatus_redis"}
+    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_DEFAULT", json.dumps({**conn, "extra": shared}))
+    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_REDIS", "redis://127.0.0.1:6379")
+    done = run_dag(dags_folder, REVALIDATION)
+    assert str(done.state) == "success"
+    for name, table_phones in zip(names, phones.values(), strict=True):
+        rows = table_rows(warehouse, name)
+        assert [r["phone_status"] for r in rows] == [expected_status(p) for p in table_phones]
+        (extra,) = asset_event_extras(f"phonestatus://{name}/", done.run_id)
+        assert extra["table"] == name and extra["paid_lookups"] == len(distinct_mobiles(table_phones))
+    assert (
+        vendor.ledger()["billed"]
+        == vendor.ledger()["requests"]
+        == len(distinct_mobiles([p for table_phones in phones.values() for p in table_phones]))
+    )
 
 
 @SQL_WAREHOUSES

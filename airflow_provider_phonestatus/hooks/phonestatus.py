@@ -22,10 +22,11 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_phonestatus.batch import LookupBatch, lookup_all
 from airflow_provider_phonestatus.client import LookupClient, LookupStats
-from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, RateLimiterUnavailable
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.protocol import Verdict, build_body, read_response
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
+from airflow_provider_phonestatus.shared_pacing import shared_pacer
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
 
 
@@ -63,8 +64,29 @@ class PhoneStatusHook(BaseHook):
 
     @cached_property
     def client(self) -> LookupClient:
-        """The engine; one per hook, so one pacer per hook whatever the concurrency."""
-        return LookupClient(self.settings)
+        """The engine; one per hook, so one pacer per hook whatever the concurrency, shared with
+        every hook on the key when the connection names ``rate_limit_redis_conn_id``."""
+        settings = self.settings
+        if settings.rate_limit_redis_conn_id is None:
+            return LookupClient(settings)
+        pacer = shared_pacer(
+            settings.rate_limit_redis_conn_id,
+            settings.base_url,
+            settings.api_key,
+            settings.rate_limit_per_minute,
+        )
+        return LookupClient(settings, pacer=pacer)
+
+    def require_shared_rate_limit(self) -> None:
+        """Fail unless this hook's rate limit is shared through a reachable Redis: for tasks that
+        run beside others on one key, which would otherwise each take the whole plan."""
+        if self.settings.rate_limit_redis_conn_id is None:
+            raise PhoneStatusConfigError(
+                f"the {self.phonestatus_conn_id!r} connection has no rate_limit_redis_conn_id, so tasks "
+                "running at once on its key would each send at the full plan rate; add the extra "
+                "(see the README) or run them one at a time in the pool"
+            )
+        self.client  # noqa: B018 - builds the shared pacer: an unreachable Redis fails here
 
     def get_conn(self) -> LookupClient:
         return self.client
@@ -143,9 +165,9 @@ class PhoneStatusHook(BaseHook):
         """
         try:
             client = self.client
-        except PhoneStatusConfigError as exc:
+            client.pacer.wait()
+        except (PhoneStatusConfigError, RateLimiterUnavailable) as exc:
             return False, str(exc)
-        client.pacer.wait()
         settings = client.settings
         with contextlib.closing(client.new_channel()) as channel:
             client.stats.add(requests_sent=1)

@@ -70,6 +70,9 @@ class PhoneStatusCheckOperator(BaseOperator):
     :param batch_size: paid answers per committed batch (free answers are committed in larger ones).
     :param flush_interval: seconds between commits while answers trickle in (a kill loses at most these).
     :param progress_interval: seconds between progress lines in the task log.
+    :param shared_rate_limit: this task runs alongside others on one API key (e.g. mapped over
+        tables): refuse to start unless the ``phonestatus`` connection shares its rate limit
+        through Redis (``rate_limit_redis_conn_id``), and reach that Redis before anything else.
     :param portable_sql: use only portable SQL statements; required to run on a dialect the
         project does not test (refused otherwise).
     :param hook_params: parameters for the SQL connection's hook, as in common.sql operators.
@@ -122,6 +125,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         flush_interval: float = 1.0,
         progress_interval: float = 30.0,
         portable_sql: bool = False,
+        shared_rate_limit: bool = False,
         hook_params: Mapping[str, Any] | None = None,
         database: str | None = None,
         **kwargs: Any,
@@ -154,6 +158,7 @@ class PhoneStatusCheckOperator(BaseOperator):
         self.progress_interval = _positive("progress_interval", progress_interval)
         self.prune_status_table = _flag("prune_status_table", prune_status_table)
         self.portable_sql = _flag("portable_sql", portable_sql)
+        self.shared_rate_limit = _flag("shared_rate_limit", shared_rate_limit)
         if self.prune_status_table and status_table is None:
             raise PhoneStatusConfigError("prune_status_table needs a status_table")
         self._refresh: TableRefresh | None = None
@@ -162,6 +167,8 @@ class PhoneStatusCheckOperator(BaseOperator):
         dry_run = _flag("dry_run", self.dry_run)
         policy = RevalidationPolicy.from_user(self.revalidate_after)
         hook = PhoneStatusHook(self.phonestatus_conn_id)
+        if self.shared_rate_limit and not dry_run:
+            hook.require_shared_rate_limit()
         summary = RunSummary(dry_run=dry_run)
         engine = self._engine()
         with _disposed(engine):

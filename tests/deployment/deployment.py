@@ -59,6 +59,14 @@ DAG_IDS = {
     "phone_status_changes",
     "deployment_status_consumer",
 }
+#: The Celery deployment's broker (RabbitMQ runs on the machine) and workers' slots each.
+BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+CELERY_CONCURRENCY = 4
+#: The connection of the shared rate limit (the machine's Redis), as the README adds it.
+REDIS_CONN_ID = "phonestatus_redis"
+REDIS_URI = "redis://127.0.0.1:6379"
+WORKER_NAME_ENV = "PHONESTATUS_TEST_WORKER"
+WORKER_NAME_CALLABLE = "tests.deployment.worker_name.hostname"
 #: ``PHONESTATUS_SCHEDULE``: 02:00 on 29 February. With ``catchup=False`` and a start date, Airflow
 #: starts a run for the latest past 02:00 as soon as the DAG is unpaused; this cron's latest is
 #: before the DAG's start date, so during the session only the tests start runs.
@@ -164,6 +172,12 @@ class Deployment:
     username: str = USERNAME
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     components: list[Component] = field(default_factory=list)
+    #: Celery workers to start (0: the scheduler's LocalExecutor runs the tasks).
+    celery_workers: int = 0
+    #: More parse-time settings (``PHONESTATUS_*``) for every component.
+    settings: dict[str, str] = field(default_factory=dict)
+    #: The phonestatus connection's extras beyond the plan rate and the number field.
+    conn_extra: dict[str, Any] = field(default_factory=dict)
     _token: str | None = field(default=None, repr=False)
     _client: httpx.Client | None = field(default=None, repr=False)
 
@@ -224,8 +238,23 @@ class Deployment:
             },
             "logging": {"base_log_folder": str(self.home / "logs")},
         }
+        if self.celery_workers:
+            config["core"]["executor"] = "CeleryExecutor"
+            config["celery"] = {
+                "broker_url": BROKER_URL,
+                "result_backend": "db+" + self.metadata_url.replace("+psycopg2", ""),
+                "worker_concurrency": str(CELERY_CONCURRENCY),
+            }
+            # a queue of its own: other Airflows on the machine's broker never take its tasks
+            config["operators"] = {"default_queue": self.home.parent.name + "_" + str(os.getpid())}
         env = {f"AIRFLOW__{s.upper()}__{k.upper()}": v for s, opts in config.items() for k, v in opts.items()}
-        return {**base, "AIRFLOW_HOME": str(self.home), "PHONESTATUS_SCHEDULE": NIGHTLY_CRON, **env}
+        return {
+            **base,
+            "AIRFLOW_HOME": str(self.home),
+            "PHONESTATUS_SCHEDULE": NIGHTLY_CRON,
+            **self.settings,
+            **env,
+        }
 
     def _secret(self, name: str, make: Callable[[], str]) -> str:
         """One value per deployment, shared by every component (tokens signed by one are read by all)."""
@@ -286,15 +315,25 @@ class Deployment:
             ("dag-processor", "dag-processor"),
         ):
             self._spawn(name, *args)
+        for number in range(1, self.celery_workers + 1):
+            # Both workers run on this machine: each names itself (the task instances' hostname)
+            # through ``hostname_callable``, so the tests can tell which worker ran what.
+            worker = f"worker{number}"
+            self._spawn(
+                worker,
+                *("celery", "worker", "--concurrency", str(CELERY_CONCURRENCY), "--celery-hostname"),
+                f"{worker}@%h",
+                env={WORKER_NAME_ENV: worker, "AIRFLOW__CORE__HOSTNAME_CALLABLE": WORKER_NAME_CALLABLE},
+            )
         self.configure()
         self.wait_until_ready(timeout)
 
-    def _spawn(self, name: str, *args: str) -> None:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = self.artifacts / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [str(AIRFLOW), *args],
-                env=self.env,
+                env={**self.env, "PYTHONPATH": str(ROOT), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -309,16 +348,25 @@ class Deployment:
             "conn_type": "phonestatus",
             "host": self.sandbox_url,
             "password": self.api_key,
-            "extra": {"rate_limit_per_minute": PLAN_PER_MINUTE, "number_field": "mobile"},
+            "extra": {
+                "rate_limit_per_minute": self.plan_per_minute,
+                "number_field": "mobile",
+                **self.conn_extra,
+            },
         }
         commands = [
             ["connections", "add", "phonestatus_default", "--conn-json", json.dumps(phonestatus)],
+            ["connections", "add", REDIS_CONN_ID, "--conn-uri", REDIS_URI],
             ["connections", "add", "warehouse_default", "--conn-uri", self.warehouse_url],
             shlex.split(POOL_COMMAND)[1:],
             ["variables", "set", "phonestatus_window_minutes", str(WINDOW_MINUTES)],
         ]
         for args in commands:
             self.cli(*args, check=True)
+
+    @property
+    def plan_per_minute(self) -> int:
+        return self.sandbox.config.rate_limit_per_minute or PLAN_PER_MINUTE
 
     def wait_until_ready(self, timeout: float) -> None:
         """Healthy scheduler and DAG processor, and every DAG of both bundles parsed."""
@@ -358,10 +406,13 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def running_deployment(workdir: Path) -> Iterator[Deployment]:
-    """A started deployment under ``workdir``; stopped and its databases dropped on exit."""
+def running_deployment(
+    workdir: Path, sandbox_config: SandboxConfig = SANDBOX_CONFIG, **options: Any
+) -> Iterator[Deployment]:
+    """A started deployment under ``workdir``; stopped and its databases dropped on exit.
+    ``options``: :class:`Deployment` fields (``celery_workers``, ``settings``, ``conn_extra``)."""
     with contextlib.ExitStack() as stack:
-        sandbox = stack.enter_context(SandboxProcess(SANDBOX_CONFIG))
+        sandbox = stack.enter_context(SandboxProcess(sandbox_config))
         names = stack.enter_context(databases("metadata", "warehouse"))
         deployment = Deployment(
             home=workdir / "airflow-home",
@@ -369,6 +420,7 @@ def running_deployment(workdir: Path) -> Iterator[Deployment]:
             sandbox=sandbox,
             metadata_url=f"{POSTGRES}/{names['metadata']}",
             warehouse_url=f"postgres://postgres@127.0.0.1:5432/{names['warehouse']}",
+            **options,
         )
         stack.callback(deployment.stop)
         deployment.start()

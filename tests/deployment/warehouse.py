@@ -34,11 +34,11 @@ class Warehouse:
     numbers: set[str] = field(default_factory=set)  #: national numbers already in the table
 
     @classmethod
-    def create(cls, airflow_uri: str) -> Warehouse:
-        """Create ``crm.customers`` in the database of the Airflow connection URI ``airflow_uri``."""
+    def create(cls, airflow_uri: str, name: str = "customers") -> Warehouse:
+        """Create ``crm.<name>`` in the database of the Airflow connection URI ``airflow_uri``."""
         engine = sa.create_engine(airflow_uri.replace("postgres://", "postgresql+psycopg2://", 1))
         table = sa.Table(
-            "customers",
+            name,
             sa.MetaData(),
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("region", sa.String(32)),
@@ -75,7 +75,7 @@ class Warehouse:
     def rows(self, region: str | None = None) -> list[dict[str, Any]]:
         """Rows (of ``region``), ordered by id, with the status columns the operator added."""
         with self.engine.connect() as conn:
-            table = sa.Table("customers", sa.MetaData(), schema="crm", autoload_with=conn)
+            table = sa.Table(self.table.name, sa.MetaData(), schema="crm", autoload_with=conn)
             query = sa.select(table).order_by(table.c.id)
             if region is not None:
                 query = query.where(table.c.region == region)
