@@ -69,3 +69,7 @@ class RateLimiterUnavailable(BatchStopped):
     the other tasks on the key would not see it. Possibly passing, so Airflow may retry."""
 
     cause = "rate_limit_unavailable"
+
+
+class TaskStopped(PhoneStatusError):
+    """The task was told to stop (kill, timeout); everything answered was saved first."""

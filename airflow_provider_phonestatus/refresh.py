@@ -10,6 +10,8 @@ Money and data rules this module enforces:
   flight and one batch, a rerun finds every committed answer in the store, and every stored
   answer has its one ledger row;
 * each stored answer carries its number's history on, and its rows are written with it;
+* tasks sharing the key's limit claim the numbers they ask (:mod:`~.claims`): tables refreshed at
+  once pay once for a number they share;
 * a failure never overwrites a status: the row stays due for the next run.
 """
 
@@ -26,8 +28,8 @@ import sqlalchemy as sa
 
 from airflow_provider_phonestatus.batch import LookupBatch
 from airflow_provider_phonestatus.collector import fewer_gc_passes
-from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, PhoneStatusError
-from airflow_provider_phonestatus.history import is_change, recycled_suspect, transition
+from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, TaskStopped
+from airflow_provider_phonestatus.history import is_change
 from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook, local_label
 from airflow_provider_phonestatus.number_set import NumberSet
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
@@ -58,10 +60,6 @@ Answered = tuple[PhoneStatusResult | StoredValues, Waiting]
 
 _REJECTED = PhoneStatus.REJECTED.value
 _PREVIOUS = STORED_COLUMNS.index("previous_status")  #: a store answer's previous status
-
-
-class TaskStopped(PhoneStatusError):
-    """The task was told to stop (kill, timeout); everything answered was saved first."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +125,8 @@ class TableRefresh:
         self._stored: list[tuple[str, PhoneStatusResult]] = []
         self._submitted = 0
         self._last_flush = time.monotonic()
+        #: tasks sharing the key's limit claim the numbers they ask (:mod:`~.claims`)
+        self._claims = None if options.dry_run else hook.number_claims()
 
     # -- the pass --------------------------------------------------------------------------------
 
@@ -164,6 +164,7 @@ class TableRefresh:
                     self._check_stop(batch)
                     self._take(batch, timeout=0.2)
                     progress.maybe_log(self._rows_done(), self.hook.stats.lookups_ok, batch.outstanding)
+                self._settle_held(batch)
             failed = False
         finally:
             try:
@@ -172,6 +173,8 @@ class TableRefresh:
             finally:
                 self._seen.close()
                 self._dry_asked.close()
+                if self._claims is not None:
+                    self._claims.close()
         if batch.error is not None:
             raise batch.error
         if self.stop_requested.is_set():
@@ -257,7 +260,9 @@ class TableRefresh:
                     self._row_count += len(rows)
                     counts[answer[0]] += len(rows)
                     if (previous := answer[_PREVIOUS]) is not None and previous != answer[0]:
-                        self._count_change(previous, answer[0], len(rows))  # the answer saw a change
+                        self.summary.count_change(previous, answer[0], len(rows))  # the answer saw a change
+            elif self._claims is not None and not self._claims.take(national, rows):
+                continue  # another task on the key asks it now: its rows wait for its answer
             elif self._may_ask():
                 self._submitted += 1
                 if self.options.dry_run:
@@ -287,6 +292,8 @@ class TableRefresh:
             rows = self._waiting.pop(national, [])
             if result is None or not result.is_answer:
                 self._failed.add(national)
+                if self._claims is not None:  # no answer will come: the others stop waiting
+                    self._claims.release([national])
                 if result is not None:
                     self.summary.failures += 1
                 self.summary.deferred_rows += len(rows)
@@ -323,6 +330,26 @@ class TableRefresh:
             self._row_count += len(rows)
             self.summary.status_counts[status] += len(rows)
 
+    def _settle_held(self, batch: LookupBatch) -> None:
+        """Rows of numbers another task was asking: written with its answers once they are in the
+        store; left due if its claim ends without one, or at this run's deadline or stop."""
+        claims = self._claims
+        while claims is not None and claims.held:
+            self._flush()
+            self.conn.commit()  # a new snapshot: the other task's commits become visible
+            for national, values in self._from_store(claims.held).items():
+                rows = claims.held.pop(national)
+                self.summary.from_store += 1
+                if values[0] == _REJECTED:
+                    values = (*values[:_PREVIOUS], *REJECTED_HISTORY)  # type: ignore[assignment]
+                elif (previous := values[_PREVIOUS]) is not None and previous != values[0]:
+                    self.summary.count_change(previous, values[0], len(rows))
+                self._emit_all(rows, values)
+            self._check_stop(batch)
+            self.summary.deferred_rows += sum(map(len, claims.give_up(everything=batch.halted)))
+            if claims.held:
+                time.sleep(claims.POLL)
+
     # -- writes ----------------------------------------------------------------------------------
 
     def _maybe_flush(self) -> None:
@@ -354,6 +381,8 @@ class TableRefresh:
             self._save_paid()
         self.summary.rows_written += self._writer.write_groups(self.conn, self._rows)
         self.conn.commit()
+        if self._claims is not None and self._stored:  # saved: the others read them from the store
+            self._claims.release([national for national, _ in self._stored], saved=True)
         self._rows.clear()
         self._row_count = 0
         self._stored.clear()
@@ -374,21 +403,10 @@ class TableRefresh:
             groups[i] = (stored, rows)
             status = stored.status.value
             if is_change(stored.previous_status, status):
-                self._count_change(stored.previous_status, status, len(rows))  # type: ignore[arg-type]
-
-    def _count_change(self, previous: str, status: str, rows: int) -> None:
-        summary = self.summary
-        summary.status_changes += rows
-        summary.changes_by_transition[transition(previous, status)] += rows
-        if recycled_suspect(previous, status):
-            summary.recycled_suspects += rows
+                self.summary.count_change(stored.previous_status, status, len(rows))  # type: ignore[arg-type]
 
     def _count_stats(self) -> None:
-        stats = self.hook.stats.as_dict()
-        self.summary.requests_sent = stats["requests_sent"]
-        self.summary.paid_lookups = stats["lookups_ok"]
-        self.summary.throttled = stats["throttled"]
-        self.summary.retries = stats["retries"]
+        self.summary.count_requests(self.hook.stats.as_dict())
         if self.options.dry_run:
             self.summary.lookups_to_pay = self._submitted
             self.summary.seconds_at_plan_rate = self.hook.seconds_at_plan_rate(self._submitted)

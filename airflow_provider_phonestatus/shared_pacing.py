@@ -99,6 +99,7 @@ class SharedPacer(Pacer):
     def __init__(self, client: Any, key: str, rate_per_minute: float, *, where: str = "Redis") -> None:
         super().__init__(rate_per_minute)
         self.where = where  #: for error messages: the connection id and host, never a password
+        self.key = key
         self._keys = {name: f"{key}:{name}" for name in ("next", "hold", "starts", "seq")}
         self._reserve = client.register_script(_RESERVE)
         self._start = client.register_script(_START)
@@ -107,23 +108,23 @@ class SharedPacer(Pacer):
         self._interval_us = str(round(self.interval * 1e6))
         #: One reservation at a time per hook: hooks are served in turn (see the module docstring).
         self._gate = threading.Lock()
-        self._client = client
-        self._call(client.ping)  # unreachable: fail before the first request, not during it
+        self.client = client
+        self.call(client.ping)  # unreachable: fail before the first request, not during it
 
     def reserve(self) -> float:
         keys = self._keys
-        wait_us = self._call(self._reserve, keys=[keys["next"], keys["hold"]], args=[self._interval_us])
+        wait_us = self.call(self._reserve, keys=[keys["next"], keys["hold"]], args=[self._interval_us])
         return int(wait_us) / 1e6
 
     def hold(self, seconds: float) -> None:
-        self._call(self._hold, keys=[self._keys["hold"]], args=[str(round(seconds * 1e6))])
+        self.call(self._hold, keys=[self._keys["hold"]], args=[str(round(seconds * 1e6))])
 
     def start(self) -> float:
         keys = self._keys
         if not self._windows:
             return 0.0
         starts = [keys["starts"], keys["hold"], keys["seq"]]
-        answer = int(self._call(self._start, keys=starts, args=self._windows))
+        answer = int(self.call(self._start, keys=starts, args=self._windows))
         return -1.0 if answer < 0 else answer / 1e6
 
     def wait(self, stop: threading.Event | None = None) -> bool:
@@ -136,7 +137,7 @@ class SharedPacer(Pacer):
         finally:
             self._gate.release()
 
-    def _call(self, command: Any, **kwargs: Any) -> Any:
+    def call(self, command: Any, **kwargs: Any) -> Any:
         import redis
 
         try:

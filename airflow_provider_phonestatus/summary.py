@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from airflow_provider_phonestatus.history import recycled_suspect, transition
+
 #: The counters the run log keeps, one column each (a subset of :class:`RunSummary`'s fields).
 COUNTERS = (
     "due_rows",
@@ -53,6 +55,20 @@ class RunSummary:
     dry_run: bool = False
     state: str = "running"
     error: str | None = None
+
+    def count_change(self, previous: str, status: str, rows: int) -> None:
+        """``rows`` were written with an answer that saw their number go ``previous -> status``."""
+        self.status_changes += rows
+        self.changes_by_transition[transition(previous, status)] += rows
+        if recycled_suspect(previous, status):
+            self.recycled_suspects += rows
+
+    def count_requests(self, stats: dict[str, int]) -> None:
+        """Take the hook's request counters (``LookupStats.as_dict()``)."""
+        self.requests_sent = stats["requests_sent"]
+        self.paid_lookups = stats["lookups_ok"]
+        self.throttled = stats["throttled"]
+        self.retries = stats["retries"]
 
     def run_log_counts(self) -> dict[str, int]:
         return {name: int(getattr(self, name)) for name in COUNTERS}

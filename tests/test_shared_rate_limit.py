@@ -24,9 +24,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from airflow_provider_phonestatus.hooks.phonestatus import PhoneStatusHook
+from airflow_provider_phonestatus.refresh import RefreshOptions, TableRefresh
+from airflow_provider_phonestatus.revalidation import RevalidationPolicy
 from airflow_provider_phonestatus.sandbox import SandboxServer
 from airflow_provider_phonestatus.sandbox.customers import expected_status
-from tests.db import Layout, Warehouse, customers
+from airflow_provider_phonestatus.settings import PhoneStatusSettings
+from airflow_provider_phonestatus.summary import RunSummary
+from airflow_provider_phonestatus.warehouse.columns import StatusColumns
+from airflow_provider_phonestatus.warehouse.store import ResultStore
+from airflow_provider_phonestatus.warehouse.target import TargetTable
+from tests.db import Layout, Warehouse, customers, table_rows
 from tests.test_operator import run_task
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -235,3 +243,51 @@ def test_redis_stopped_mid_run_fails_the_task_clearly_and_keeps_what_was_answere
         ).all()
     assert (run[0], run[2]) == ("failed", ledger["billed"])
     assert "rate_limit_unavailable" in run[1] and "shared rate limit is unreachable" in run[1], run[1]
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "mariadb"], indirect=True)
+def test_two_tables_sharing_numbers_refreshed_at_once_pay_for_each_number_once(
+    warehouse: Warehouse, enforcing: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refreshes at once (threads, each with its own hook, as two tasks), on two tables that
+    hold the same numbers, one store: the first to meet a number asks it, the other writes its
+    rows from the store once saved. Each number is paid once; both tables get every status."""
+    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_REDIS", REDIS_URI)
+    phones = numbers("1330033", 60)
+    tables = [customers(warehouse, phones), customers(warehouse, list(reversed(phones)))]
+    store = warehouse.table_name("store")
+    with warehouse.engine.connect() as conn:
+        ResultStore.ensure(conn, store)
+        conn.commit()
+    summaries: dict[str, RunSummary] = {}
+    spans: list[tuple[float, float]] = []
+
+    def refresh(table: str) -> None:
+        hook = PhoneStatusHook(settings=PhoneStatusSettings(**settings_for(enforcing)))
+        with warehouse.engine.connect() as conn:
+            target = TargetTable.load(
+                conn, table, key_columns="id", phone_column="phone", columns=StatusColumns()
+            )
+            results = ResultStore.ensure(conn, store)
+            options = RefreshOptions(batch_size=5)
+            began = time.monotonic()
+            summaries[table] = TableRefresh(conn, target, results, hook, RevalidationPolicy(), options).run()
+            spans.append((began, time.monotonic()))
+
+    threads = [threading.Thread(target=refresh, args=(table,)) for table in tables]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    ledger = enforcing.ledger()
+    assert ledger["billed"] == ledger["requests"] == len(phones) and ledger["throttled"] == 0
+    assert set(ledger["by_number"]) == set(phones)
+    for table in tables:
+        rows = table_rows(warehouse, table)
+        assert [r["phone_status"] for r in rows] == [expected_status(r["phone"]) for r in rows]
+    runs = list(summaries.values())
+    assert sum(s.paid_lookups for s in runs) == len(phones)
+    assert sum(s.from_store for s in runs) == len(phones)  # each number: paid by one, stored for the other
+    (first, second) = sorted(spans)
+    assert second[0] < first[1], "the refreshes did not overlap: the test proves nothing"

@@ -21,12 +21,13 @@ import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_phonestatus.batch import LookupBatch, lookup_all
+from airflow_provider_phonestatus.claims import NumberClaims
 from airflow_provider_phonestatus.client import LookupClient, LookupStats
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, RateLimiterUnavailable
 from airflow_provider_phonestatus.numbers import ParsedNumber, parse_national
 from airflow_provider_phonestatus.protocol import Verdict, build_body, read_response
 from airflow_provider_phonestatus.settings import PhoneStatusSettings
-from airflow_provider_phonestatus.shared_pacing import shared_pacer
+from airflow_provider_phonestatus.shared_pacing import SharedPacer, shared_pacer
 from airflow_provider_phonestatus.vocabulary import PhoneStatus, PhoneStatusResult
 
 
@@ -76,6 +77,12 @@ class PhoneStatusHook(BaseHook):
             settings.rate_limit_per_minute,
         )
         return LookupClient(settings, pacer=pacer)
+
+    def number_claims(self) -> NumberClaims | None:
+        """Claims of the numbers this hook's caller asks, among all tasks on the shared limit (so
+        tasks running at once never pay twice for one number); None without a shared limit."""
+        pacer = self.client.pacer
+        return NumberClaims(pacer) if isinstance(pacer, SharedPacer) else None
 
     def require_shared_rate_limit(self) -> None:
         """Fail unless this hook's rate limit is shared through a reachable Redis: for tasks that
