@@ -13,10 +13,14 @@ waiting rows stay due. Numbers are kept in Redis only as salted hashes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from typing import Any
 
+from airflow_provider_phonestatus.exceptions import RateLimiterUnavailable
 from airflow_provider_phonestatus.shared_pacing import SharedPacer
+
+log = logging.getLogger(__name__)
 
 # KEYS: claims. ARGV: the owner, the mark to leave ('' deletes), its time to live (ms). Touches
 # only the claims this owner holds, never another's.
@@ -81,5 +85,9 @@ class NumberClaims:
             self._mine.difference_update(nationals)
 
     def close(self) -> None:
-        """Release every claim still held (the run ends: nothing more will be saved)."""
-        self.release(list(self._mine))
+        """Release every claim still held (the run ends: nothing more will be saved). Redis gone:
+        they expire after :attr:`TTL`, and this run's error says why it ended."""
+        try:
+            self.release(list(self._mine))
+        except RateLimiterUnavailable as exc:
+            log.warning("%d number claims left to expire in %.0f s: %s", len(self._mine), self.TTL, exc)

@@ -174,7 +174,7 @@ class TableRefresh:
                 self._seen.close()
                 self._dry_asked.close()
                 if self._claims is not None:
-                    self._claims.close()
+                    self._claims.close()  # never raises: unreleased claims expire by themselves
         if batch.error is not None:
             raise batch.error
         if self.stop_requested.is_set():
@@ -381,12 +381,13 @@ class TableRefresh:
             self._save_paid()
         self.summary.rows_written += self._writer.write_groups(self.conn, self._rows)
         self.conn.commit()
-        if self._claims is not None and self._stored:  # saved: the others read them from the store
-            self._claims.release([national for national, _ in self._stored], saved=True)
+        saved = [national for national, _ in self._stored]
         self._rows.clear()
         self._row_count = 0
         self._stored.clear()
         self._unsaved.clear()
+        if self._claims is not None and saved:  # committed: the others read them from the store
+            self._claims.release(saved, saved=True)
 
     def _save_paid(self) -> None:
         """Store this batch's answers with their numbers' history and append the paid ones to

@@ -23,6 +23,7 @@ from bench.common import REGISTRY, Result, isolate_airflow_home
 MODULES = (
     "bench.hook_pacing",
     "bench.shared_pacing",
+    "bench.limiter_libraries",
     "bench.parsing",
     "bench.operator_waste",
     "bench.operator_ledger",

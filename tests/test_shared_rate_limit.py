@@ -243,6 +243,11 @@ def test_redis_stopped_mid_run_fails_the_task_clearly_and_keeps_what_was_answere
         ).all()
     assert (run[0], run[2]) == ("failed", ledger["billed"])
     assert "rate_limit_unavailable" in run[1] and "shared rate limit is unreachable" in run[1], run[1]
+    # ... and each has its one row in the lookup ledger, as the bill has it.
+    with warehouse.engine.connect() as conn_:
+        lookups = sa.Table(f"{name}_lookups", sa.MetaData(), autoload_with=conn_)
+        ledger_numbers = conn_.execute(sa.select(lookups.c.national)).scalars().all()
+    assert sorted(ledger_numbers) == sorted(ledger["by_number"])
 
 
 @pytest.mark.parametrize("warehouse", ["postgres", "mariadb"], indirect=True)
@@ -291,3 +296,40 @@ def test_two_tables_sharing_numbers_refreshed_at_once_pay_for_each_number_once(
     assert sum(s.from_store for s in runs) == len(phones)  # each number: paid by one, stored for the other
     (first, second) = sorted(spans)
     assert second[0] < first[1], "the refreshes did not overlap: the test proves nothing"
+
+
+def test_a_vendors_retry_after_holds_every_hook_on_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A throttled answer heard by one hook holds the others on the same key too; another key is
+    not held."""
+    from airflow_provider_phonestatus.shared_pacing import shared_pacer
+
+    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_REDIS", REDIS_URI)
+    key = "hold-" + secrets.token_hex(6)
+    heard, other, elsewhere = (
+        shared_pacer("phonestatus_redis", "https://vendor.example", api_key, PLAN)
+        for api_key in (key, key, key + "-other")
+    )
+    heard.hold(2.0)
+    assert other.reserve() > 1.5
+    assert elsewhere.reserve() < 0.5
+
+
+def test_an_unusable_shared_limit_fails_before_any_request(
+    enforcing: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis connection that does not exist is a setting error; one that does not answer is
+    reported by Test connection and fails a lookup, and nothing reaches the vendor."""
+    from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, RateLimiterUnavailable
+
+    missing = PhoneStatusHook(
+        settings=PhoneStatusSettings(**settings_for(enforcing, rate_limit_redis_conn_id="nope"))
+    )
+    with pytest.raises(PhoneStatusConfigError, match="nope"):
+        missing.check("13800138001")
+    monkeypatch.setenv("AIRFLOW_CONN_PHONESTATUS_REDIS", f"redis://127.0.0.1:{free_port()}")
+    down = PhoneStatusHook(settings=PhoneStatusSettings(**settings_for(enforcing)))
+    ok, message = down.test_connection()
+    assert not ok and "shared rate limit is unreachable" in message
+    with pytest.raises(RateLimiterUnavailable):
+        down.check("13800138001")
+    assert enforcing.ledger()["requests"] == 0
