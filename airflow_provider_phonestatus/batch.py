@@ -14,14 +14,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from airflow_provider_phonestatus.client import LookupClient
 from airflow_provider_phonestatus.exceptions import BatchStopped
 from airflow_provider_phonestatus.transport import Channel
 from airflow_provider_phonestatus.vocabulary import PhoneStatusResult
 
+if TYPE_CHECKING:
+    from airflow_provider_phonestatus.claims import NumberClaims
+
 #: A delivered item: the number and its result, or None when the batch halted before asking.
 Delivery = tuple[str, PhoneStatusResult | None]
+#: Delivered instead of a result when another task on the shared limit was asking the number
+#: (:mod:`~.claims`): nothing was sent; that task's answer will be in the results store.
+HELD = PhoneStatusResult.failed("asked by another task on the key")
 _STOP = ""  # sentinel on the work queue: no more input for this worker
 #: Workers a batch starts with; more start while they would raise the request rate.
 INITIAL_WORKERS = 4
@@ -41,8 +48,11 @@ class LookupBatch:
     only fight over the GIL and make every request dearer.
     """
 
-    def __init__(self, client: LookupClient, backlog: int | None = None) -> None:
+    def __init__(
+        self, client: LookupClient, backlog: int | None = None, claims: NumberClaims | None = None
+    ) -> None:
         self.client = client
+        self._claims = claims
         #: Submissions beyond this many undelivered numbers should wait (see :attr:`has_room`).
         self.backlog = backlog or 4 * client.settings.concurrency
         self.error: BaseException | None = None
@@ -190,6 +200,8 @@ class LookupBatch:
         if channel is None or self._halt.is_set():
             return None
         try:
+            if self._claims is not None and not self._claims.take(national):
+                return HELD
             result = self.client.lookup(channel, national, self._halt)
         except Exception as exc:  # BatchStopped, or a bug: surfaced to the caller, never swallowed
             self._fail(exc)

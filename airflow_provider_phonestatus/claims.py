@@ -2,9 +2,10 @@
 
 Two tables refreshed at the same time often hold the same numbers (customers and leads). Run one
 after the other, the second finds the first's answers in the results store; run at once, both
-would ask. So each number a task is about to ask is claimed in the shared limit's Redis first:
-the first task to claim it asks; another that meets it keeps its rows aside (:attr:`held`) and
-writes them from the results store once the asker saved its answer. A saved number's claim stays
+would ask. So a worker about to ask a number claims it in the shared limit's Redis first (a
+claim lives while the number is asked, not while it waits in a queue): the first task to claim it
+asks; another keeps its rows aside (:attr:`held`) and writes them from the results store once
+the asker saved its answer. A saved number's claim stays
 a while as a "saved" mark, so a task that looked in the store just before the answer landed does
 not ask it again; a claim ends without an answer when the asker got none or stopped, and the
 waiting rows stay due. Numbers are kept in Redis only as salted hashes.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import threading
 from typing import Any
 
 from airflow_provider_phonestatus.exceptions import RateLimiterUnavailable
@@ -50,22 +52,26 @@ class NumberClaims:
         self.owner = secrets.token_hex(8)
         self._release = pacer.client.register_script(_RELEASE)
         self._mine: set[str] = set()  # claimed, not yet released
+        self._lock = threading.Lock()  # workers claim while the run releases
         #: numbers another task is asking, with whatever the caller waits to write for each
-        self.held: dict[str, Any] = {}
+        self.held: dict[str, list[Any]] = {}
 
     def _name(self, national: str) -> str:
         return f"{self._key}:claim:" + hashlib.sha256(f"{self._key}:{national}".encode()).hexdigest()[:24]
 
-    def take(self, national: str, waiting: Any) -> bool:
-        """Claim ``national`` (True: ask it), or keep ``waiting`` in :attr:`held` (another task
-        asks it)."""
+    def take(self, national: str) -> bool:
+        """Claim ``national`` before asking it: False if another task holds it (called by workers)."""
         ttl = int(self.TTL * 1000)
         client = self._pacer.client
-        if self._pacer.call(client.set, name=self._name(national), value=self.owner, nx=True, px=ttl):
+        if not self._pacer.call(client.set, name=self._name(national), value=self.owner, nx=True, px=ttl):
+            return False
+        with self._lock:
             self._mine.add(national)
-            return True
-        self.held[national] = waiting
-        return False
+        return True
+
+    def hold(self, national: str, waiting: list[Any]) -> None:
+        """Keep ``waiting`` until another task's answer for ``national`` is saved (or not)."""
+        self.held.setdefault(national, []).extend(waiting)
 
     def give_up(self, everything: bool = False) -> list[Any]:
         """Drop the held numbers no other task claims any more (all with ``everything``); return
@@ -82,12 +88,15 @@ class NumberClaims:
         if nationals:
             args = [self.owner, SAVED if saved else "", str(int(self.TTL * 1000))]
             self._pacer.call(self._release, keys=[self._name(n) for n in nationals], args=args)
-            self._mine.difference_update(nationals)
+            with self._lock:
+                self._mine.difference_update(nationals)
 
     def close(self) -> None:
         """Release every claim still held (the run ends: nothing more will be saved). Redis gone:
         they expire after :attr:`TTL`, and this run's error says why it ended."""
+        with self._lock:
+            mine = list(self._mine)
         try:
-            self.release(list(self._mine))
+            self.release(mine)
         except RateLimiterUnavailable as exc:
             log.warning("%d number claims left to expire in %.0f s: %s", len(self._mine), self.TTL, exc)

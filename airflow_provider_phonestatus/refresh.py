@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_provider_phonestatus.batch import LookupBatch
+from airflow_provider_phonestatus.batch import HELD, LookupBatch
 from airflow_provider_phonestatus.collector import fewer_gc_passes
 from airflow_provider_phonestatus.exceptions import PhoneStatusConfigError, TaskStopped
 from airflow_provider_phonestatus.history import is_change
@@ -143,7 +143,7 @@ class TableRefresh:
         )
         self.summary.due_rows = due.total
         progress = Progress(due.total, opts.progress_interval)
-        batch = self.hook.lookup_session()
+        batch = self.hook.lookup_session(claims=self._claims)
         if self._writer is not None and not opts.portable and WriteBehind.suits(self.conn):
             self._behind = WriteBehind(self.conn.engine, self.target)
         failed = True
@@ -261,8 +261,6 @@ class TableRefresh:
                     counts[answer[0]] += len(rows)
                     if (previous := answer[_PREVIOUS]) is not None and previous != answer[0]:
                         self.summary.count_change(previous, answer[0], len(rows))  # the answer saw a change
-            elif self._claims is not None and not self._claims.take(national, rows):
-                continue  # another task on the key asks it now: its rows wait for its answer
             elif self._may_ask():
                 self._submitted += 1
                 if self.options.dry_run:
@@ -290,6 +288,10 @@ class TableRefresh:
         """Take the answers that arrived; attach them to their waiting rows."""
         for national, result in batch.results(timeout=timeout):
             rows = self._waiting.pop(national, [])
+            if result is HELD and self._claims is not None:  # another task asks it: not sent
+                self._submitted -= 1
+                self._claims.hold(national, rows)
+                continue
             if result is None or not result.is_answer:
                 self._failed.add(national)
                 if self._claims is not None:  # no answer will come: the others stop waiting

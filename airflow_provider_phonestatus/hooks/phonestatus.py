@@ -107,15 +107,17 @@ class PhoneStatusHook(BaseHook):
         """How long ``requests`` take at the connection's plan rate (a dry run's estimate)."""
         return requests * self.settings.interval
 
-    def lookup_session(self, backlog: int | None = None) -> LookupBatch:
+    def lookup_session(self, backlog: int | None = None, claims: NumberClaims | None = None) -> LookupBatch:
         """A streaming lookup session on this hook's engine and pacer; use it as a context manager.
 
         Submit distinct national numbers while it runs (``submit``, ``has_room``), take answers as
         they arrive (``results``), ``close()`` when no more will come, ``halt()`` to start no new
         request (answers in flight are still delivered). A cause that stops the batch is kept in
-        ``error``. :meth:`check_many` and the operator both look numbers up through it.
+        ``error``. :meth:`check_many` and the operator both look numbers up through it. With
+        ``claims`` (:meth:`number_claims`) a number another task is asking is delivered as
+        ``batch.HELD``, unsent.
         """
-        return LookupBatch(self.client, backlog)
+        return LookupBatch(self.client, backlog, claims)
 
     def check(self, number: object) -> PhoneStatusResult:
         """Status of one number, as a table holds it; invalid or unsupported ones cost nothing."""
