@@ -170,6 +170,7 @@ def assert_saved(dep: Deployment, key: str) -> None:
         "rate_limit_per_minute": RATE,
         "timeout": TIMEOUT,
         "max_concurrency": None,
+        "rate_limit_redis_conn_id": None,  # the form stores an empty field as null
     }
     got = dep.cli("connections", "get", CONN_ID, "-o", "json", check=True)
     assert json.loads(got.stdout)[0]["password"] == key
