@@ -5,10 +5,10 @@ after the other, the second finds the first's answers in the results store; run 
 would ask. So a worker about to ask a number claims it in the shared limit's Redis first (a
 claim lives while the number is asked, not while it waits in a queue): the first task to claim it
 asks; another keeps its rows aside (:attr:`held`) and writes them from the results store once
-the asker saved its answer. A saved number's claim stays
-a while as a "saved" mark, so a task that looked in the store just before the answer landed does
-not ask it again; a claim ends without an answer when the asker got none or stopped, and the
-waiting rows stay due. Numbers are kept in Redis only as salted hashes.
+the asker saved its answer. A saved number's claim stays a while as a "saved" mark, so a task
+that looked in the store just before the answer landed does not ask it again; a claim ends
+without an answer when the asker got none or stopped, and the waiting rows stay due. Numbers are
+kept in Redis only as salted hashes.
 """
 
 from __future__ import annotations
@@ -99,4 +99,4 @@ class NumberClaims:
         try:
             self.release(mine)
         except RateLimiterUnavailable as exc:
-            log.warning("%d number claims left to expire in %.0f s: %s", len(self._mine), self.TTL, exc)
+            log.warning("%d number claims left to expire in %.0f s: %s", len(mine), self.TTL, exc)

@@ -254,8 +254,8 @@ class TableRefresh:
         for national, rows in fresh_needed.items():
             if (answer := stored.get(national)) is not None:
                 if answer[0] == _REJECTED:
-                    self._emit_all(rows, (*answer[:_PREVIOUS], *REJECTED_HISTORY))  # type: ignore[arg-type]
-                else:  # _emit_all's common case, inline: most rows of a large table end here
+                    self._emit_stored(rows, answer)
+                else:  # _emit_stored's common case, inline: most rows of a large table end here
                     written.append((answer, rows))
                     self._row_count += len(rows)
                     counts[answer[0]] += len(rows)
@@ -319,6 +319,15 @@ class TableRefresh:
         self._row_count += 1
         self.summary.status_counts[status.value] += 1
 
+    def _emit_stored(self, rows: Waiting, answer: StoredValues) -> None:
+        """:meth:`_emit_all` for a store answer: a stored refusal carries no history onto rows,
+        and an answer that saw its number's status change is counted as a change."""
+        if answer[0] == _REJECTED:
+            answer = (*answer[:_PREVIOUS], *REJECTED_HISTORY)  # type: ignore[assignment]
+        elif (previous := answer[_PREVIOUS]) is not None and previous != answer[0]:
+            self.summary.count_change(previous, answer[0], len(rows))
+        self._emit_all(rows, answer)
+
     def _emit_all(self, rows: Waiting, answer: PhoneStatusResult | StoredValues) -> None:
         """:meth:`_emit` for each of ``rows`` waiting for one number's answer: a result, or a
         store answer's values (``ResultStore.fresh_values``, status first)."""
@@ -340,13 +349,8 @@ class TableRefresh:
             self._flush()
             self.conn.commit()  # a new snapshot: the other task's commits become visible
             for national, values in self._from_store(claims.held).items():
-                rows = claims.held.pop(national)
                 self.summary.from_store += 1
-                if values[0] == _REJECTED:
-                    values = (*values[:_PREVIOUS], *REJECTED_HISTORY)  # type: ignore[assignment]
-                elif (previous := values[_PREVIOUS]) is not None and previous != values[0]:
-                    self.summary.count_change(previous, values[0], len(rows))
-                self._emit_all(rows, values)
+                self._emit_stored(claims.held.pop(national), values)
             self._check_stop(batch)
             self.summary.deferred_rows += sum(map(len, claims.give_up(everything=batch.halted)))
             if claims.held:

@@ -17,10 +17,12 @@ Redis, on Redis's clock, so their requests together keep to ``rate_limit_per_min
 - **Holds**: a throttled answer's ``Retry-After`` holds every hook on the key, not only the one
   that heard it.
 
-Rate-limiting libraries were measured first (``bench/README.md``): polling limiters (pyrate-limiter,
-throttled-py, limits) give the thread that polls at the right moment the slot, so shares follow
-thread counts and timing rather than tasks, and at 300 requests/s their polling cost kept them
-below 0.9 of the plan. A reserved slot costs one round trip and cannot be lost to another poller.
+Rate-limiting libraries were measured first (``python -m bench --only limiter_libraries``,
+``bench/README.md``): they check and reject, so the time between a slot freeing and a waiter's
+next try is lost. At 300 requests/s, spaced like the plan (burst 1), throttled-py's GCRA reached
+0.94 of the plan and pyrate-limiter's 0.79; throttled-py kept up only with a burst of 3 (three
+starts at once); limits has no window under a second. A reserved slot costs one round trip, keeps
+the plan's spacing and is never lost to another poller.
 
 When Redis cannot be reached the pacer raises :class:`~.exceptions.RateLimiterUnavailable`: the
 hook starts no further request (never unshared pacing: the other hooks would not know of it).
@@ -49,7 +51,8 @@ redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - n
 return string.format('%.0f', slot - now)
 """
 
-# KEYS: starts (sorted set), hold-until. ARGV: pairs of (window microseconds, limit).
+# KEYS: starts (sorted set), hold-until, a counter that makes members unique. ARGV: pairs of
+# (window microseconds, limit).
 # Returns "0" after recording a start now, "-1" while held, else the wait in microseconds.
 _START = """
 local t = redis.call('TIME')
